@@ -1,0 +1,66 @@
+"""The ``harness-pool`` command: a thin router to each package's subcommands.
+
+Each package that has commands exposes ``register(subparsers)``, which adds
+its subcommands and sets ``func`` on each; ``func(args) -> int`` is the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from harness_pool import __version__, _logging
+
+# Packages whose ``cli`` module registers subcommands, in --help order.
+_COMMAND_MODULES = (
+    "harness_pool.sidecar.cli",  # serve, status, worker
+    "harness_pool.demo",  # demo
+    "harness_pool.scheduler.cli",  # scheduler, savepoints
+    "harness_pool.flink.cli",  # flink-cluster
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness-pool",
+        description=(
+            "Warm, isolated Beam SDK workers for Flink TaskManagers (sidecar + pool), "
+            "and savepoint-safe job cycles on Flink (scheduler)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"harness-pool {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)"
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="text for people, json for log collectors (default: text)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _logging.configure(args.log_level, args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
