@@ -1,0 +1,380 @@
+"""The live pool: the pure ``PoolCore`` behind one condition variable, plus the
+waiting that StartWorker needs and the mailboxes of attached workers.
+
+Threads: gRPC threads call ``assign``/``stop``/``attach``/``worker_event``;
+the supervisor thread calls the ``Hooks`` methods (``plan_spawns``,
+``spawned``, ``exited``). Every read or write of ``core``, ``_mailboxes`` and
+``_records`` happens under ``_cond``. Lock order: ``Pool._cond`` may be held
+while taking ``Supervisor._lock`` (``pid_of``), never the other way round;
+signals to processes are sent after ``_cond`` is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from harness_pool.pool.core import (
+    PoolCore,
+    PoolError,
+    PoolId,
+    RunnerWorkerId,
+    Worker,
+    WorkerState,
+)
+from harness_pool.pool.supervisor import Supervisor
+from harness_pool.v1 import pool_pb2
+
+_LOG = logging.getLogger("harness_pool.pool")
+
+
+class AssignError(PoolError):
+    """StartWorker could not be honoured; ``reason`` is a short label for metrics."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Observer(Protocol):
+    """Receives what metrics need; ``NullObserver`` ignores it all."""
+
+    def pool_changed(self, counts: dict[str, int]) -> None: ...
+
+    def assigned(self, wait_seconds: float, ready_seconds: float) -> None: ...
+
+    def start_error(self, reason: str) -> None: ...
+
+    def worker_exited(self, pool_id: str, code: int | None, served: int) -> None: ...
+
+    def worker_warm(self, seconds: float) -> None: ...
+
+
+class NullObserver:
+    def pool_changed(self, counts: dict[str, int]) -> None:
+        pass
+
+    def assigned(self, wait_seconds: float, ready_seconds: float) -> None:
+        pass
+
+    def start_error(self, reason: str) -> None:
+        pass
+
+    def worker_exited(self, pool_id: str, code: int | None, served: int) -> None:
+        pass
+
+    def worker_warm(self, seconds: float) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class Record:
+    """One assignment, for status and the demo's "time to a ready worker"."""
+
+    pool_id: str
+    runner_worker_id: str
+    pid: int
+    started_at: float  # wall clock
+    time_to_ready: float = 0.0
+    ended_at: float = 0.0
+    outcome: str = "starting"
+    detail: str = ""
+
+    def to_proto(self) -> pool_pb2.AssignmentRecord:
+        return pool_pb2.AssignmentRecord(
+            pool_id=self.pool_id, runner_worker_id=self.runner_worker_id, pid=self.pid,
+            time_to_ready_seconds=self.time_to_ready, started_at_unix=self.started_at,
+            ended_at_unix=self.ended_at, outcome=self.outcome, detail=self.detail,
+        )
+
+
+_RELEASE = object()  # mailbox sentinel: end the Attach stream without an assignment
+
+
+class Pool:
+    def __init__(
+        self,
+        core: PoolCore,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        history: int = 200,
+    ) -> None:
+        self.core = core
+        self.observer: Observer = observer or NullObserver()
+        self.clock = clock
+        self.wall = wall
+        self.supervisor: Supervisor | None = None
+        self._cond = threading.Condition()
+        self._mailboxes: dict[PoolId, queue.Queue[object]] = {}
+        self._records: dict[PoolId, Record] = {}
+        self._history: deque[Record] = deque(maxlen=history)
+        self.on_change: Callable[[], None] = lambda: None  # health refresh
+
+    # -- supervisor hooks ------------------------------------------------------
+
+    def plan_spawns(self) -> tuple[tuple[PoolId, ...], float | None]:
+        with self._cond:
+            plan = self.core.plan_spawns(self.clock())
+        for pool_id in plan.spawn:
+            _LOG.info("starting worker %s to keep %d warm (%s)", pool_id,
+                      self.core.target_idle, self.core.summary(), extra={"pool_id": pool_id})
+        if plan.spawn:
+            self._changed()
+        return plan.spawn, plan.recheck_at
+
+    def spawned(self, pool_id: PoolId, pid: int) -> None:
+        with self._cond:
+            self.core.spawned(pool_id, pid)
+
+    def spawn_failed(self, pool_id: PoolId, error: str) -> None:
+        self.exited(pool_id, None)
+
+    def exited(self, pool_id: PoolId, code: int | None) -> None:
+        with self._cond:
+            before = self.core.workers[pool_id].state
+            worker = self.core.exited(pool_id, code, self.clock())
+            box = self._mailboxes.pop(pool_id, None)
+            record = self._records.pop(pool_id, None)
+            if record is not None:
+                record.ended_at = self.wall()
+                if record.outcome in ("starting", "running"):
+                    record.outcome = "failed" if code else "finished"
+                    if code:
+                        record.detail = record.detail or f"worker exited with code {code}"
+            self._cond.notify_all()
+            crashes = self.core.consecutive_crashes
+            summary = self.core.summary()
+        if box is not None:
+            box.put(_RELEASE)
+        level = logging.INFO if (code == 0 or before is WorkerState.STOPPING) else logging.WARNING
+        what = f"after serving {worker.runner_worker_id}" if worker.runner_worker_id else (
+            "before getting warm" if before is WorkerState.SPAWNING else f"while {before}")
+        _LOG.log(level, "worker %s (pid %d) exited with code %s %s; %s%s", pool_id, worker.pid,
+                 code, what, summary,
+                 f"; {crashes} cold deaths in a row, backing off" if crashes else "",
+                 extra={"pool_id": pool_id, "runner_worker_id": worker.runner_worker_id or ""})
+        self.observer.worker_exited(pool_id, code, worker.served)
+        self._changed()
+
+    # -- worker side (Attach stream) ------------------------------------------
+
+    def attach(self, pool_id: str, pid: int, warm_seconds: float) -> queue.Queue[object]:
+        with self._cond:
+            self.core.attach(pool_id, pid, self.clock())
+            box: queue.Queue[object] = queue.Queue()
+            self._mailboxes[PoolId(pool_id)] = box
+            self._cond.notify_all()
+            summary = self.core.summary()
+        _LOG.info("worker %s (pid %d) warm in %.2fs; %s", pool_id, pid, warm_seconds, summary,
+                  extra={"pool_id": pool_id})
+        self.observer.worker_warm(warm_seconds)
+        self._changed()
+        return box
+
+    release_marker: object = _RELEASE
+    """Put in a worker's mailbox to end its Attach stream without an assignment."""
+
+    @staticmethod
+    def is_release(item: object) -> bool:
+        return item is _RELEASE
+
+    def worker_event(self, pool_id: PoolId, event: pool_pb2.WorkerEvent) -> None:
+        kind = event.WhichOneof("event")
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            record = self._records.get(pool_id)
+            if worker is None:
+                return
+            if kind == "ready" and worker.state is WorkerState.ASSIGNED:
+                self.core.ready(pool_id, self.clock())
+                if record:
+                    record.outcome = "running"
+            elif kind == "start_failed":
+                worker.last_error = event.start_failed.reason
+                if record:
+                    record.outcome, record.detail = "start_failed", event.start_failed.reason
+            elif kind == "finished":
+                if record:
+                    record.outcome = "failed" if event.finished.error else "finished"
+                    record.detail = event.finished.error.strip().splitlines()[-1] \
+                        if event.finished.error else ""
+            self._cond.notify_all()
+        self._changed()
+
+    def detached(self, pool_id: PoolId) -> None:
+        """The worker's Attach stream ended; its process is gone or going."""
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            if worker is None or worker.state is WorkerState.EXITED:
+                return
+            if worker.state is WorkerState.ASSIGNED and not worker.last_error:
+                worker.last_error = f"worker {pool_id} disconnected during start-up"
+            self._cond.notify_all()
+
+    # -- runner side (StartWorker / StopWorker) --------------------------------
+
+    def assign(
+        self,
+        runner_id: RunnerWorkerId,
+        assignment: pool_pb2.Assignment,
+        assign_timeout: float,
+        start_timeout: float,
+    ) -> tuple[Worker, float]:
+        """Gives ``runner_id`` a warm worker and waits until it is connected to the runner.
+
+        Returns the worker and the seconds from call to ready; raises
+        ``AssignError`` (or ``PoolError``) with a message for the runner.
+        """
+        t0 = self.clock()
+        with self._cond:
+            worker = self._claim(runner_id, t0, assign_timeout)
+            waited = self.clock() - t0
+            record = Record(worker.pool_id, runner_id, worker.pid, self.wall())
+            self._records[worker.pool_id] = record
+            self._history.appendleft(record)
+            self._mailboxes[worker.pool_id].put(assignment)
+            summary = self.core.summary()
+        _LOG.info("worker %s assigned to stage %s; %s", worker.pool_id, runner_id, summary,
+                  extra={"pool_id": worker.pool_id, "runner_worker_id": runner_id})
+        self._changed()
+        if self.supervisor:
+            self.supervisor.wake()  # start the replacement now, not when this one exits
+        with self._cond:
+            deadline = self.clock() + start_timeout
+            while worker.state is WorkerState.ASSIGNED and not worker.last_error:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            state, error = worker.state, worker.last_error
+            ready_after = self.clock() - t0
+            if state is WorkerState.BUSY:
+                record.time_to_ready = ready_after
+        if state is WorkerState.BUSY:
+            self.observer.assigned(waited, ready_after)
+            self._changed()
+            return worker, ready_after
+        if state is WorkerState.ASSIGNED and not error:
+            reason, message = "start_timeout", (
+                f"worker {worker.pool_id} did not connect to the runner's control endpoint "
+                f"{assignment.control_endpoint or '(from provision info)'} within {start_timeout:g}s"
+            )
+        elif state is WorkerState.EXITED:
+            reason, message = "worker_died", (
+                f"worker {worker.pool_id} died during start-up (exit code {worker.exit_code})"
+                + (f": {error}" if error else ""))
+        else:
+            reason, message = "start_failed", f"worker {worker.pool_id} failed to start: {error}"
+        with self._cond:
+            record.outcome, record.detail = "start_failed", message
+        self._end(worker.pool_id, message)
+        self.observer.start_error(reason)
+        raise AssignError(f"stage {runner_id}: {message}", reason)
+
+    def _claim(self, runner_id: RunnerWorkerId, t0: float, timeout: float) -> Worker:
+        deadline = t0 + timeout
+        while True:
+            worker = self.core.claim(runner_id, self.clock())
+            if worker is not None:
+                return worker
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                self.observer.start_error("no_idle_worker")
+                raise AssignError(
+                    f"stage {runner_id}: no idle worker within {timeout:g}s "
+                    f"({self.core.summary()}); raise --workers or --assign-timeout",
+                    "no_idle_worker",
+                )
+            self._cond.wait(remaining)
+
+    def stop(self, runner_id: RunnerWorkerId) -> bool:
+        """StopWorker: ends the process serving ``runner_id``; False if none does."""
+        with self._cond:
+            worker = self.core.release(runner_id)
+            record = self._records.get(worker.pool_id) if worker else None
+            if record is not None and record.outcome in ("starting", "running"):
+                record.outcome = "stopped"
+        if worker is None:
+            return False
+        _LOG.info("StopWorker for stage %s: stopping worker %s", runner_id, worker.pool_id,
+                  extra={"pool_id": worker.pool_id, "runner_worker_id": runner_id})
+        self._end(worker.pool_id, "")
+        return True
+
+    def recycle(self, pool_id: str) -> None:
+        with self._cond:
+            worker = self.core.workers.get(PoolId(pool_id))
+            if worker is None or worker.state is WorkerState.EXITED:
+                raise PoolError(f"no live worker with pool id '{pool_id}'")
+        self._end(PoolId(pool_id), "recycled by an operator")
+
+    def _end(self, pool_id: PoolId, reason: str) -> None:
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            if worker is None or worker.state is WorkerState.EXITED:
+                return
+            self.core.stopping(pool_id, self.clock(), reason)
+            box = self._mailboxes.get(pool_id)
+            self._cond.notify_all()
+        if box is not None:
+            box.put(_RELEASE)
+        if self.supervisor:
+            self.supervisor.request_stop(pool_id)
+        self._changed()
+
+    # -- shutdown, status ------------------------------------------------------
+
+    def drain(self) -> None:
+        """No new assignments; waiting StartWorker calls fail now; idle workers are released."""
+        with self._cond:
+            self.core.draining = True
+            idle = [w.pool_id for w in self.core.workers.values()
+                    if w.state in (WorkerState.IDLE, WorkerState.SPAWNING)]
+            self._cond.notify_all()
+        for pool_id in idle:
+            self._end(pool_id, "sidecar shutting down")
+
+    def wait_until_no_stage(self, timeout: float) -> bool:
+        """Waits for running stages to end; True when none is left."""
+        deadline = self.clock() + timeout
+        with self._cond:
+            while self.core.count(WorkerState.ASSIGNED, WorkerState.BUSY):
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {s.value: self.core.count(s) for s in WorkerState if s is not WorkerState.EXITED}
+
+    def snapshot(self) -> tuple[list[pool_pb2.WorkerStatus], list[pool_pb2.AssignmentRecord]]:
+        now = self.clock()
+        with self._cond:
+            workers = [
+                pool_pb2.WorkerStatus(
+                    pool_id=w.pool_id, kind="pooled", state=w.state.value,
+                    runner_worker_id=w.runner_worker_id or "", pid=w.pid,
+                    uptime_seconds=now - w.spawned_at, assignments_served=w.served,
+                    seconds_in_state=now - w.state_since,
+                    connected=w.state in (WorkerState.IDLE, WorkerState.ASSIGNED, WorkerState.BUSY),
+                    last_error=w.last_error,
+                )
+                for w in sorted(self.core.workers.values(), key=lambda w: w.spawned_at)
+            ]
+            history = [r.to_proto() for r in self._history]
+        return workers, history
+
+    def _changed(self) -> None:
+        self.observer.pool_changed(self.counts())
+        self.on_change()

@@ -1,0 +1,250 @@
+"""The pooled worker agent: one process, warm in advance, one assignment, then exit.
+
+Run by the sidecar's supervisor as
+``python -m harness_pool.pool.worker --sidecar HOST:PORT --pool-id ID --flavor beam``.
+
+Life: import Beam (and PyFlink's operations for the ``pyflink`` flavour) →
+attach to the sidecar's ``WorkerRegistry.Attach`` with the pool id in the
+``worker_id`` header and say Hello → wait → on the one Assignment: apply
+``params`` (environment, ``PYTHONPATH``, ``_PYTHON_WORKING_DIR``), read
+pipeline options from the provision info, set ``WORKER_ID`` to the runner's
+id (the Python SDK's state channel reads its header from that variable), build
+Beam's SDK harness with ``sdk_worker_main.create_harness`` → Ready → run it
+until the runner closes the control stream → Finished → exit.
+
+Threads: the main thread owns the harness; gRPC's own threads carry the
+Attach stream, whose outgoing events go through ``_Events``. If the sidecar
+goes away while the worker is idle, the worker exits (no orphans); a worker
+already serving a stage finishes it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+_T0 = time.monotonic()
+
+import grpc  # noqa: E402
+
+from harness_pool.v1 import pool_pb2, pool_pb2_grpc  # noqa: E402
+
+_LOG = logging.getLogger("harness_pool.worker")
+
+
+def _import_harness(flavor: str) -> Any:
+    """Imports everything a stage will need, so that an assignment costs no imports."""
+    from apache_beam.runners.worker import sdk_worker_main
+
+    # Beam's operations and coders register themselves on import; import the
+    # heavy parts now, while warming, rather than when the first bundle arrives.
+    import apache_beam.runners.worker.bundle_processor  # noqa: F401
+    import apache_beam.transforms.core  # noqa: F401
+
+    if flavor == "pyflink":
+        # Registers PyFlink's operations and coders with Beam's bundle processor
+        # and patches Beam's state cache the way PyFlink's own boot does.
+        from pyflink.fn_execution.beam import beam_sdk_worker_main  # noqa: F401
+    return sdk_worker_main
+
+
+class _Events:
+    """The worker's outgoing half of the Attach stream."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[pool_pb2.WorkerEvent | None] = queue.Queue()
+
+    def send(self, **kwargs: Any) -> None:
+        self._q.put(pool_pb2.WorkerEvent(**kwargs))
+
+    def close(self) -> None:
+        self._q.put(None)
+
+    def __iter__(self) -> Iterator[pool_pb2.WorkerEvent]:
+        while True:
+            event = self._q.get()
+            if event is None:
+                return
+            yield event
+
+
+def _apply_params(params: dict[str, str]) -> None:
+    """Applies StartWorkerRequest.params as PyFlink's boot would in this process."""
+    if "PYTHONPATH" in params:
+        for path in reversed([p for p in params["PYTHONPATH"].split(os.pathsep) if p]):
+            sys.path.insert(0, path)
+    if params.get("_PYTHON_WORKING_DIR"):
+        os.chdir(params["_PYTHON_WORKING_DIR"])
+    os.environ.update(params)
+
+
+def harness_environment(assignment: pool_pb2.Assignment, semi_dir: str) -> dict[str, str]:
+    """The environment ``sdk_worker_main.create_harness`` reads, as Beam's boot would set it."""
+    from apache_beam.portability.api import beam_provision_api_pb2, endpoints_pb2
+    from google.protobuf import json_format, text_format
+
+    info = beam_provision_api_pb2.ProvisionInfo()
+    if assignment.provision_info:
+        info.ParseFromString(assignment.provision_info)
+    control = assignment.control_endpoint or info.control_endpoint.url
+    logging_url = assignment.logging_endpoint or info.logging_endpoint.url
+    status = assignment.status_endpoint or info.status_endpoint.url
+    env = dict(os.environ)
+    env.update(
+        WORKER_ID=assignment.runner_worker_id,
+        PIPELINE_OPTIONS=json_format.MessageToJson(info.pipeline_options)
+        if info.HasField("pipeline_options") else "{}",
+        SEMI_PERSISTENT_DIRECTORY=assignment.params.get("SEMI_PERSISTENT_DIRECTORY", semi_dir),
+        CONTROL_API_SERVICE_DESCRIPTOR=text_format.MessageToString(
+            endpoints_pb2.ApiServiceDescriptor(url=control)
+        ),
+        RUNNER_CAPABILITIES=" ".join(info.runner_capabilities),
+    )
+    if logging_url:
+        env["LOGGING_API_SERVICE_DESCRIPTOR"] = text_format.MessageToString(
+            endpoints_pb2.ApiServiceDescriptor(url=logging_url)
+        )
+    if status:
+        env["STATUS_API_SERVICE_DESCRIPTOR"] = text_format.MessageToString(
+            endpoints_pb2.ApiServiceDescriptor(url=status)
+        )
+    return env
+
+
+def _pyflink_stdio() -> Any:
+    """Routes print/stdout/stderr to logging (hence to the runner) as PyFlink's boot does.
+
+    Returns the object whose ``close()`` flushes a pending partial line. A
+    local copy of the logs goes to a duplicate of the original stderr, which
+    the redirection below does not touch.
+    """
+    import builtins
+    from functools import partial
+
+    from pyflink.fn_execution.beam import beam_sdk_worker_main as pf
+
+    local = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
+    local.setFormatter(logging.getLogger().handlers[0].formatter
+                       if logging.getLogger().handlers else None)
+    root = logging.getLogger()
+    sys.stdout.write = partial(pf.print_to_logging, root.info)  # type: ignore[method-assign]
+    sys.stderr.write = partial(pf.print_to_logging, root.error)  # type: ignore[method-assign]
+    custom_print = pf.CustomPrint(print)
+    builtins.print = custom_print.print
+    root.handlers = [local]
+    return custom_print
+
+
+def serve_assignment(
+    sdk_worker_main: Any, assignment: pool_pb2.Assignment, flavor: str, events: _Events
+) -> str:
+    """Runs the SDK harness for one stage; returns an error text, empty on success."""
+    semi_dir = tempfile.mkdtemp(prefix=f"harness-pool-{assignment.runner_worker_id}-")
+    closer = None
+    try:
+        try:
+            _apply_params(dict(assignment.params))
+            env = harness_environment(assignment, semi_dir)
+            os.environ.update(env)  # the state channel reads WORKER_ID from here
+            if flavor == "pyflink":
+                closer = _pyflink_stdio()
+            fn_log_handler, harness, _options = sdk_worker_main.create_harness(env)
+        except Exception as exc:  # report, then exit: the process is spent either way
+            reason = f"{type(exc).__name__}: {exc}"
+            _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason)
+            events.send(start_failed=pool_pb2.StartFailed(reason=reason))
+            return reason
+        events.send(ready=pool_pb2.Ready())
+        error = ""
+        try:
+            harness.run()
+        except Exception:
+            error = traceback.format_exc(limit=5)
+            _LOG.error("harness for stage %s failed:\n%s", assignment.runner_worker_id, error)
+        finally:
+            if fn_log_handler is not None:
+                fn_log_handler.close()
+        return error
+    finally:
+        if closer is not None:
+            closer.close()
+        shutil.rmtree(semi_dir, ignore_errors=True)
+
+
+def run(sidecar: str, pool_id: str, flavor: str) -> int:
+    sdk_worker_main = _import_harness(flavor)
+    warm = time.monotonic() - _T0
+    from apache_beam.version import __version__ as beam_version
+
+    channel = grpc.insecure_channel(sidecar)
+    stub = pool_pb2_grpc.WorkerRegistryStub(channel)
+    events = _Events()
+    events.send(hello=pool_pb2.Hello(
+        pid=os.getpid(), flavor=flavor, warm_seconds=warm, beam_version=beam_version,
+    ))
+    call = stub.Attach(iter(events), metadata=(("worker_id", pool_id),))
+    code = 0
+    try:
+        assignment = next(call, None)
+    except grpc.RpcError as exc:
+        _LOG.error("worker %s: sidecar %s refused attach or went away: %s %s", pool_id,
+                   sidecar, exc.code(), exc.details())
+        return 3
+    if assignment is None:
+        _LOG.info("worker %s: released by the sidecar without an assignment", pool_id)
+        return 0
+    _LOG.info("worker %s: serving stage %s", pool_id, assignment.runner_worker_id,
+              extra={"pool_id": pool_id, "runner_worker_id": assignment.runner_worker_id})
+    error = serve_assignment(sdk_worker_main, assignment, flavor, events)
+    events.send(finished=pool_pb2.Finished(error=error))
+    events.close()
+    try:
+        for _ in call:  # let the sidecar see Finished before the stream ends
+            pass
+    except grpc.RpcError:
+        pass
+    channel.close()
+    code = 1 if error else 0
+    return code
+
+
+def _quiet_beam(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("apache_beam")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="harness-pool worker",
+        description="A pooled SDK worker (started by 'harness-pool serve', not by hand).",
+    )
+    parser.add_argument("--sidecar", required=True, help="HOST:PORT of the sidecar")
+    parser.add_argument("--pool-id", required=True, help="this process's pool worker id")
+    parser.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
+    args = parser.parse_args(argv)
+    # The local copy of the logs (the sidecar's stderr) keeps Beam's own chatter
+    # at WARNING; everything still travels to the runner's logging service.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(levelname)s [{args.pool_id}] %(name)s: %(message)s"))
+    handler.addFilter(_quiet_beam)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    code = run(args.sidecar, args.pool_id, args.flavor)
+    logging.shutdown()
+    sys.stdout.flush()
+    # Beam's harness leaves non-daemon executor threads behind; the process
+    # has served its one assignment, so leave without waiting for them.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

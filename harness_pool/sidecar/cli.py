@@ -1,0 +1,156 @@
+"""``harness-pool serve``, ``harness-pool status`` and the internal ``harness-pool worker``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from harness_pool._errors import ConfigError, PermanentError
+from harness_pool.sidecar.settings import SidecarSettings
+from harness_pool.v1 import pool_pb2, pool_pb2_grpc
+
+_LOG = logging.getLogger("harness_pool.sidecar")
+
+
+def register(sub: Any) -> None:
+    d = SidecarSettings()
+    p = sub.add_parser(
+        "serve", help="run the sidecar (StartWorker service + warm worker pool) until SIGTERM",
+        description="Serve Beam's BeamFnExternalWorkerPool on one fixed address and keep a pool "
+        "of warm SDK worker processes, one per stage, replaced after each use. Point Beam at it "
+        "with --environment_type=EXTERNAL --environment_config=HOST:PORT, or a Flink "
+        "TaskManager with PYTHON_LOOPBACK_SERVER_ADDRESS=HOST:PORT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default=d.host, help="address to bind")
+    p.add_argument("--port", type=int, default=d.port, help="port to bind (0: any free port)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="warm workers kept idle (match the TaskManager's slot count)")
+    p.add_argument("--max-processes", type=int, default=d.max_processes,
+                   help="cap on worker processes alive at once; 0 = 2 x --workers")
+    p.add_argument("--flavor", choices=("beam", "pyflink"), default=d.flavor,
+                   help="beam: stock Python SDK harness; pyflink: also PyFlink's operations")
+    p.add_argument("--assign-timeout", type=float, default=d.assign_timeout,
+                   help="seconds StartWorker waits for an idle worker before answering an error")
+    p.add_argument("--start-timeout", type=float, default=d.start_timeout,
+                   help="seconds an assigned worker may take to connect to the runner")
+    p.add_argument("--provision-timeout", type=float, default=d.provision_timeout,
+                   help="deadline of GetProvisionInfo on the runner's provision endpoint")
+    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout,
+                   help="on SIGTERM, seconds running stages may go on before being stopped")
+    p.add_argument("--stop-grace", type=float, default=d.stop_grace,
+                   help="SIGTERM to SIGKILL grace for a worker process")
+    p.add_argument("--id-prefix", default=d.id_prefix, help="pool worker ids are PREFIX-N")
+    p.add_argument("--external-worker-ids", default="",
+                   help="fixed-endpoint mode: comma-separated ids of unmodified SDK harness "
+                   "containers allowed to connect (started with --id=ID)")
+    p.add_argument("--provision-hold-timeout", type=float, default=d.provision_hold_timeout,
+                   help="fixed-endpoint mode: seconds GetProvisionInfo from an unassigned "
+                   "external worker is held before UNAVAILABLE")
+    p.add_argument("--metrics-port", type=int, default=d.metrics_port,
+                   help="Prometheus /metrics port; 0 disables")
+    p.add_argument("--metrics-host", default=d.metrics_host,
+                   help="address /metrics binds (default: --host)")
+    p.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("status", help="print the workers of a running sidecar",
+                       description="Ask a running sidecar for its workers and recent stages.")
+    s.add_argument("--address", default=f"127.0.0.1:{d.port}", help="the sidecar's HOST:PORT")
+    s.add_argument("--json", action="store_true", help="print JSON for machines")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    s.set_defaults(func=cmd_status)
+
+    w = sub.add_parser("worker", help="(internal) one pooled worker; the sidecar starts these")
+    w.add_argument("--sidecar", required=True)
+    w.add_argument("--pool-id", required=True)
+    w.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
+    w.set_defaults(func=cmd_worker)
+
+
+def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
+    ids = tuple(i.strip() for i in args.external_worker_ids.split(",") if i.strip())
+    return SidecarSettings(
+        host=args.host, port=args.port, workers=args.workers, max_processes=args.max_processes,
+        flavor=args.flavor, assign_timeout=args.assign_timeout, start_timeout=args.start_timeout,
+        provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
+        stop_grace=args.stop_grace, id_prefix=args.id_prefix, external_worker_ids=ids,
+        provision_hold_timeout=args.provision_hold_timeout, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from harness_pool.sidecar.server import Sidecar  # imports Beam: keep --help fast
+
+    try:
+        sidecar = Sidecar(settings_from_args(args))
+        sidecar.start()
+    except (ConfigError, PermanentError) as exc:
+        print(f"harness-pool serve: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        _LOG.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(1.0):
+        pass
+    sidecar.stop()
+    return 0
+
+
+def fetch_status(address: str, timeout: float = 5.0) -> pool_pb2.PoolStatus:
+    with grpc.insecure_channel(address) as channel:
+        return pool_pb2_grpc.PoolAdminStub(channel).GetStatus(
+            pool_pb2.GetStatusRequest(), timeout=timeout)
+
+
+def status_dict(status: pool_pb2.PoolStatus) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def format_table(status: pool_pb2.PoolStatus) -> str:
+    head = ("POOL ID", "KIND", "STATE", "RUNNER WORKER ID", "PID", "UPTIME", "SERVED", "ERROR")
+    rows = [head] + [
+        (w.pool_id, w.kind, w.state, w.runner_worker_id or "-", str(w.pid or "-"),
+         f"{w.uptime_seconds:.1f}s", str(w.assignments_served), (w.last_error or "")[:60])
+        for w in status.workers
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    state = "SERVING" if status.serving else "NOT_SERVING"
+    title = f"sidecar {status.address} ({status.flavor}, {state}, keeps {status.target_idle} warm)"
+    return "\n".join([title, *lines])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        status = fetch_status(args.address, args.timeout)
+    except grpc.RpcError as exc:
+        print(f"harness-pool status: sidecar at {args.address} did not answer: "
+              f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status_dict(status), indent=2))
+    else:
+        print(format_table(status))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from harness_pool.pool import worker
+
+    return worker.main(["--sidecar", args.sidecar, "--pool-id", args.pool_id,
+                        "--flavor", args.flavor])

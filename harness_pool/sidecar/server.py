@@ -1,0 +1,146 @@
+"""The sidecar: one gRPC server on one fixed address, the pool and its supervisor.
+
+Services on the one port: Beam's ``BeamFnExternalWorkerPool`` (the runner),
+``harness_pool.v1.WorkerRegistry`` (pooled workers), ``harness_pool.v1.PoolAdmin``
+(status), ``grpc.health.v1.Health`` (probes).
+
+Shutdown order (``stop``): readiness NOT_SERVING → no new assignments (waiting
+StartWorker calls fail with a clear error, idle workers are released) → running
+stages get ``drain_timeout`` to finish → gRPC server stops accepting and closes
+streams → every worker process gets SIGTERM, then SIGKILL after ``stop_grace``,
+and is reaped; each exit code is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from apache_beam.portability.api import beam_fn_api_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
+
+from harness_pool._errors import PermanentError
+from harness_pool.pool.core import PoolCore, WorkerState
+from harness_pool.pool.pool import Pool
+from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
+from harness_pool.sidecar.admin_service import Health, PoolAdminServicer
+from harness_pool.sidecar.dispatch import PooledDispatcher
+from harness_pool.sidecar.metrics import SidecarMetrics
+from harness_pool.sidecar.registry_service import WorkerRegistryServicer
+from harness_pool.sidecar.runner_service import ExternalWorkerPoolServicer
+from harness_pool.sidecar.settings import SidecarSettings
+from harness_pool.v1 import pool_pb2, pool_pb2_grpc
+
+_LOG = logging.getLogger("harness_pool.sidecar")
+
+#: Fn API messages carry whole bundles' elements; follow Beam's own limit.
+MAX_MESSAGE_BYTES = 2**31 - 1
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class Sidecar:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        launcher: Launcher | None = None,
+        metrics: SidecarMetrics | None = None,
+    ) -> None:
+        self.settings = settings.validate()
+        self.metrics = metrics or SidecarMetrics()
+        self.metrics.pool_size.set(settings.workers)
+        self.core = PoolCore(settings.workers, settings.process_cap, settings.id_prefix)
+        self.pool = Pool(self.core, observer=self.metrics)
+        self.dispatcher = PooledDispatcher(self.pool)
+        self.health = Health(self._can_serve)
+        self.pool.on_change = self.health.refresh
+        self._launcher = launcher
+        self.supervisor: Supervisor | None = None
+        self.address = ""
+        self.metrics_port = 0
+        self._stopped = threading.Event()
+        threads = 32 + 4 * (settings.process_cap + len(settings.external_worker_ids))
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hp-grpc"),
+            options=GRPC_OPTIONS,
+        )
+        beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
+            ExternalWorkerPoolServicer(self.dispatcher, settings,
+                                       on_error=self.metrics.start_error), self.server)
+        pool_pb2_grpc.add_WorkerRegistryServicer_to_server(
+            WorkerRegistryServicer(self.pool), self.server)
+        pool_pb2_grpc.add_PoolAdminServicer_to_server(
+            PoolAdminServicer(self.status, self.pool.recycle), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
+
+    def _can_serve(self) -> bool:
+        return self.pool.counts().get(WorkerState.IDLE.value, 0) > 0
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> str:
+        """Binds, starts serving and starts warming workers; returns HOST:PORT."""
+        s = self.settings
+        try:
+            port = self.server.add_insecure_port(f"{s.host}:{s.port}")
+        except RuntimeError as exc:
+            raise PermanentError(f"cannot listen on {s.host}:{s.port}: {exc}") from exc
+        if not port:
+            raise PermanentError(f"cannot listen on {s.host}:{s.port} (in use?)")
+        self.address = f"{s.host}:{port}"
+        reach = self.address if s.host not in ("0.0.0.0", "::", "[::]") else f"127.0.0.1:{port}"
+        launcher = self._launcher or WorkerLauncher(reach, s.flavor)
+        self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace)
+        self.pool.supervisor = self.supervisor
+        self.server.start()
+        self.supervisor.start()
+        if s.metrics_port:
+            self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
+        _LOG.info("sidecar listening on %s (flavor %s); warming %d workers%s", self.address,
+                  s.flavor, s.workers,
+                  f"; metrics on :{self.metrics_port}/metrics" if self.metrics_port else "")
+        return self.address
+
+    def wait_warm(self, n: int | None = None, timeout: float = 60.0) -> bool:
+        """Waits until ``n`` (default: all ``workers``) workers are idle and warm."""
+        want = self.settings.workers if n is None else n
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pool.counts().get(WorkerState.IDLE.value, 0) >= want:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Graceful shutdown in the fixed order of the module docstring (idempotent)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        s = self.settings
+        _LOG.info("shutting down: readiness NOT_SERVING, taking no new stages")
+        self.health.shutting_down()
+        self.pool.drain()
+        if not self.pool.wait_until_no_stage(s.drain_timeout):
+            _LOG.warning("stages still running after %.0fs drain; stopping their workers",
+                         s.drain_timeout)
+        self.server.stop(grace=1.0).wait()
+        if self.supervisor is not None:
+            self.supervisor.shutdown(s.stop_grace)
+        self.metrics.close()
+        _LOG.info("sidecar stopped")
+
+    # -- status ---------------------------------------------------------------
+
+    def status(self) -> pool_pb2.PoolStatus:
+        workers, history = self.pool.snapshot()
+        return pool_pb2.PoolStatus(
+            address=self.address, serving=self._can_serve() and not self._stopped.is_set(),
+            flavor=self.settings.flavor, target_idle=self.settings.workers,
+            workers=workers, assignments=history, draining=self.core.draining,
+        )

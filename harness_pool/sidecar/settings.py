@@ -1,0 +1,115 @@
+"""The sidecar's settings: one typed, validated object built from the command line.
+
+Each default says why it is what it is. ``validate()`` reports every problem at
+once, each naming the flag, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from harness_pool._errors import ConfigError
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclasses.dataclass
+class SidecarSettings:
+    host: str = "127.0.0.1"
+    """Loopback by default: the runner is in the same pod. Set 0.0.0.0 only on purpose."""
+
+    port: int = 50000
+    """The fixed address the TaskManager's PYTHON_LOOPBACK_SERVER_ADDRESS and Beam's
+    --environment_config point at."""
+
+    workers: int = 4
+    """Warm pooled workers kept idle; match the TaskManager's slot count so a burst of one
+    StartWorker per slot finds a warm worker each."""
+
+    max_processes: int = 0
+    """Cap on pooled processes alive at once (busy + warm); 0 means 2 × workers, so
+    replacements can warm while every slot is busy."""
+
+    flavor: str = "beam"
+    """"beam": stock Python SDK harness; "pyflink": also PyFlink's operations and coders."""
+
+    assign_timeout: float = 30.0
+    """How long StartWorker waits for an idle worker before answering with an error. A
+    runner must never wait forever; 30 s covers a replacement warming (about 1-2 s)."""
+
+    start_timeout: float = 60.0
+    """How long an assigned worker may take to connect its control channel to the runner
+    (Beam's own harness gives its control channel 60 s)."""
+
+    provision_timeout: float = 10.0
+    """Deadline for GetProvisionInfo on the runner's provision endpoint."""
+
+    drain_timeout: float = 20.0
+    """On SIGTERM, how long running stages may continue before their workers are stopped;
+    keep it below the pod's terminationGracePeriodSeconds minus stop_grace."""
+
+    stop_grace: float = 5.0
+    """SIGTERM → SIGKILL grace for a worker process."""
+
+    id_prefix: str = "worker"
+    """Pool worker ids are PREFIX-1, PREFIX-2, ... and never reused."""
+
+    external_worker_ids: tuple[str, ...] = ()
+    """Fixed-endpoint mode: ids of unmodified SDK harness containers that may connect."""
+
+    provision_hold_timeout: float = 60.0
+    """Fixed-endpoint mode: how long GetProvisionInfo from an unassigned external worker
+    is held before it answers UNAVAILABLE (the boot retries; no crash loop)."""
+
+    metrics_port: int = 0
+    """Port of the Prometheus /metrics endpoint; 0 disables it."""
+
+    metrics_host: str = ""
+    """Address /metrics binds; empty means the same as host."""
+
+    def validate(self) -> SidecarSettings:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port: {self.port} is not a port number (0-65535)")
+        if self.workers < 0:
+            problems.append(f"--workers: {self.workers}; expected 0 or more")
+        if self.max_processes < 0:
+            problems.append(f"--max-processes: {self.max_processes}; expected 0 (auto) or more")
+        elif self.max_processes and self.max_processes < self.workers:
+            problems.append(
+                f"--max-processes: {self.max_processes} is below --workers {self.workers}")
+        if self.flavor not in ("beam", "pyflink"):
+            problems.append(f"--flavor: '{self.flavor}'; expected beam or pyflink")
+        for name in ("assign_timeout", "start_timeout", "provision_timeout", "drain_timeout",
+                     "stop_grace", "provision_hold_timeout"):
+            value = getattr(self, name)
+            if not value >= 0:
+                problems.append(f"--{name.replace('_', '-')}: {value}; expected seconds >= 0")
+        if not _ID_RE.match(self.id_prefix):
+            problems.append(f"--id-prefix: '{self.id_prefix}'; expected letters, digits, . _ -")
+        seen: set[str] = set()
+        for wid in self.external_worker_ids:
+            if not _ID_RE.match(wid):
+                problems.append(f"--external-worker-ids: '{wid}' is not a valid worker id")
+            elif wid in seen:
+                problems.append(f"--external-worker-ids: '{wid}' is listed twice")
+            elif wid.startswith(self.id_prefix + "-"):
+                problems.append(f"--external-worker-ids: '{wid}' collides with the pooled "
+                                f"ids {self.id_prefix}-N; choose another name or --id-prefix")
+            seen.add(wid)
+        if self.workers == 0 and not self.external_worker_ids:
+            problems.append("--workers 0 needs --external-worker-ids, or nothing can serve")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append(f"--metrics-port: {self.metrics_port} is not a port number")
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def process_cap(self) -> int:
+        return self.max_processes or 2 * self.workers
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

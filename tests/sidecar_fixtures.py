@@ -1,0 +1,62 @@
+"""Fixtures for sidecar tests: a real sidecar on a free port, real Beam runners.
+
+``sidecar_factory`` starts ``Sidecar`` objects in this process (real gRPC
+server on port 0, real worker processes) and, at teardown, stops them and
+checks that every worker process they started is gone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from harness_pool.sidecar.server import Sidecar
+from harness_pool.sidecar.settings import SidecarSettings
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sidecar_factory() -> Iterator[Callable[..., Sidecar]]:
+    started: list[Sidecar] = []
+    pids: set[int] = set()
+
+    def make(warm: bool = True, **kwargs: Any) -> Sidecar:
+        kwargs.setdefault("port", 0)
+        kwargs.setdefault("workers", 2)
+        kwargs.setdefault("drain_timeout", 2.0)
+        kwargs.setdefault("stop_grace", 2.0)
+        sidecar = Sidecar(SidecarSettings(**kwargs))
+        started.append(sidecar)
+        sidecar.start()
+        if warm:
+            assert sidecar.wait_warm(timeout=90), f"pool never got warm: {sidecar.status()}"
+        return sidecar
+
+    try:
+        yield make
+    finally:
+        for sidecar in started:
+            pids.update(w.pid for w in sidecar.status().workers if w.pid)
+            sidecar.stop()
+        leaked = [pid for pid in pids if pid_alive(pid)]
+        assert not leaked, f"worker processes left behind: {leaked}"
+
+
+@pytest.fixture
+def sidecar(sidecar_factory: Callable[..., Sidecar]) -> Sidecar:
+    return sidecar_factory()
