@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2_grpc
@@ -28,11 +29,15 @@ from harness_pool.pool.pool import Pool
 from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
 from harness_pool.sidecar.admin_service import Health, PoolAdminServicer
 from harness_pool.sidecar.dispatch import PooledDispatcher
+from harness_pool.sidecar.runner_service import Dispatcher
 from harness_pool.sidecar.metrics import SidecarMetrics
 from harness_pool.sidecar.registry_service import WorkerRegistryServicer
 from harness_pool.sidecar.runner_service import ExternalWorkerPoolServicer
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
+
+if TYPE_CHECKING:
+    from harness_pool.proxy import ExternalWorkers
 
 _LOG = logging.getLogger("harness_pool.sidecar")
 
@@ -57,7 +62,8 @@ class Sidecar:
         self.metrics.pool_size.set(settings.workers)
         self.core = PoolCore(settings.workers, settings.process_cap, settings.id_prefix)
         self.pool = Pool(self.core, observer=self.metrics)
-        self.dispatcher = PooledDispatcher(self.pool)
+        self.dispatcher: Dispatcher = PooledDispatcher(self.pool)
+        self.external: ExternalWorkers | None = None
         self.health = Health(self._can_serve)
         self.pool.on_change = self.health.refresh
         self._launcher = launcher
@@ -65,11 +71,19 @@ class Sidecar:
         self.address = ""
         self.metrics_port = 0
         self._stopped = threading.Event()
-        threads = 32 + 4 * (settings.process_cap + len(settings.external_worker_ids))
+        threads = 32 + 4 * settings.process_cap + 16 * len(settings.external_worker_ids)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hp-grpc"),
             options=GRPC_OPTIONS,
         )
+        if settings.external_worker_ids:
+            # Fixed-endpoint mode: unmodified SDK harnesses connect here and are
+            # forwarded to their stage's runner servers (harness_pool.proxy).
+            from harness_pool.proxy import ExternalWorkers
+
+            self.external = ExternalWorkers(settings, self.metrics, self.health.refresh)
+            self.external.register(self.server)
+            self.dispatcher = self.external.dispatcher(self.dispatcher)
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
             ExternalWorkerPoolServicer(self.dispatcher, settings,
                                        on_error=self.metrics.start_error), self.server)
@@ -80,6 +94,8 @@ class Sidecar:
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
 
     def _can_serve(self) -> bool:
+        if self.external is not None and self.external.can_serve():
+            return True
         return self.pool.counts().get(WorkerState.IDLE.value, 0) > 0
 
     # -- life cycle -----------------------------------------------------------
@@ -126,9 +142,13 @@ class Sidecar:
         _LOG.info("shutting down: readiness NOT_SERVING, taking no new stages")
         self.health.shutting_down()
         self.pool.drain()
+        if self.external is not None:
+            self.external.drain()
         if not self.pool.wait_until_no_stage(s.drain_timeout):
             _LOG.warning("stages still running after %.0fs drain; stopping their workers",
                          s.drain_timeout)
+        if self.external is not None:
+            self.external.stop()
         self.server.stop(grace=1.0).wait()
         if self.supervisor is not None:
             self.supervisor.shutdown(s.stop_grace)
@@ -139,6 +159,8 @@ class Sidecar:
 
     def status(self) -> pool_pb2.PoolStatus:
         workers, history = self.pool.snapshot()
+        if self.external is not None:
+            workers.extend(self.external.snapshot())
         return pool_pb2.PoolStatus(
             address=self.address, serving=self._can_serve() and not self._stopped.is_set(),
             flavor=self.settings.flavor, target_idle=self.settings.workers,
