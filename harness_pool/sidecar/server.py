@@ -111,6 +111,10 @@ class Sidecar:
             raise PermanentError(f"cannot listen on {s.host}:{s.port} (in use?)")
         self.address = f"{s.host}:{port}"
         reach = self.address if s.host not in ("0.0.0.0", "::", "[::]") else f"127.0.0.1:{port}"
+        # -- fixed-endpoint mode (harness_pool.proxy): endpoints it hands out name us.
+        if self.external is not None:
+            self.external.set_address(reach)
+        # -- end fixed-endpoint mode
         launcher = self._launcher or WorkerLauncher(reach, s.flavor)
         self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace)
         self.pool.supervisor = self.supervisor

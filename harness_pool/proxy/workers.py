@@ -1,0 +1,365 @@
+"""Fixed-endpoint mode, shell: ``ExternalWorkers`` wires the pure ``ExternalCore``
+to the sidecar (dispatch, status, health, metrics, shutdown) and owns the
+runner-side gRPC channels of every live stage.
+
+Threads: gRPC server threads call in from the servicers (``services.py``) and
+from the runner's StartWorker/StopWorker; grpc's own request-consumer threads
+run the upstream pumps. Nothing here starts a thread of its own.
+
+Lock order: ``ExternalWorkers._lock`` (guards the core, every ``Link`` map and
+``_links``) is never held while calling grpc, waiting, or calling the pooled
+dispatcher; ``Link`` events are set outside it where possible. A ``Link``'s
+byte counters are plain ints updated by the one pump that owns the stream
+(GIL-atomic ``+=`` on distinct attributes is good enough for status).
+
+Invariants: a ``Link`` exists exactly while its id's stage is live in the core
+(same ``serial``); ending it cancels every runner-side call and closes its
+channels, so no stream outlives its stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from apache_beam.portability.api import beam_provision_api_pb2
+
+from harness_pool.pool.core import RunnerWorkerId
+from harness_pool.pool.pool import AssignError
+from harness_pool.proxy import rewrite
+from harness_pool.proxy.core import (
+    ExternalCore,
+    ExternalId,
+    ExternalState,
+    ProxyError,
+    RunnerId,
+    Stage,
+)
+from harness_pool.sidecar.runner_service import Dispatcher
+from harness_pool.sidecar.settings import SidecarSettings
+from harness_pool.v1 import pool_pb2
+
+_LOG = logging.getLogger("harness_pool.proxy")
+
+#: Same limits as the sidecar's own server: Fn API messages carry whole bundles.
+MAX_MESSAGE_BYTES = 2**31 - 1
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class Link:
+    """Runtime of one live stage of one external id: channels, calls, events, counters."""
+
+    def __init__(self, wid: ExternalId, stage: Stage) -> None:
+        self.wid = wid
+        self.stage = stage
+        self.connected = threading.Event()  # control stream forwarded to the runner
+        self.ended = threading.Event()
+        self.error = ""  # why the stage ended badly (start failure, harness gone, ...)
+        self.bytes: dict[str, int] = {}
+        self.pending: dict[str, None] = {}  # instruction ids sent down, not yet answered
+        self.provision_bytes = b""  # the runner's ProvisionInfo, serialized
+        self._channels: dict[str, grpc.Channel] = {}
+        self._calls: list[Any] = []
+        self._lock = threading.Lock()  # leaf lock: channels and calls only
+
+    @property
+    def header(self) -> tuple[tuple[str, str]]:
+        return (("worker_id", str(self.stage.runner_id)),)
+
+    def channel(self, url: str) -> grpc.Channel:
+        with self._lock:
+            if self.ended.is_set():
+                raise ProxyError(f"stage {self.stage.runner_id} of worker '{self.wid}' has "
+                                 f"ended", "UNAVAILABLE")
+            ch = self._channels.get(url)
+            if ch is None:
+                ch = self._channels[url] = grpc.insecure_channel(url, options=CHANNEL_OPTIONS)
+            return ch
+
+    def track(self, call: Any) -> None:
+        with self._lock:
+            if self.ended.is_set():
+                call.cancel()
+                return
+            self._calls.append(call)
+
+    def count(self, service: str, n: int) -> None:
+        self.bytes[service] = self.bytes.get(service, 0) + n
+
+    def close(self) -> None:
+        self.ended.set()
+        with self._lock:
+            calls, self._calls = self._calls, []
+            channels, self._channels = list(self._channels.values()), {}
+        for call in calls:
+            call.cancel()
+        for ch in channels:
+            ch.close()
+
+
+class ExternalWorkers:
+    """Everything the sidecar needs from fixed-endpoint mode (see ``Sidecar.__init__``)."""
+
+    def __init__(self, settings: SidecarSettings, metrics: Any,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.on_change = on_change
+        self.core = ExternalCore(settings.external_worker_ids)
+        self.address = ""  # the sidecar's reachable HOST:PORT, set once it is bound
+        self.max_message_bytes = MAX_MESSAGE_BYTES
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._links: dict[ExternalId, Link] = {}
+        self._stopped = threading.Event()
+        self._started = time.monotonic()
+        self._forwarded: dict[str, int] = {}  # bytes forwarded by ended stages, per id
+
+    # -- sidecar hooks ------------------------------------------------------------
+
+    def set_address(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]"):
+            address = f"127.0.0.1:{port}"
+        self.address = address
+
+    def register(self, server: grpc.Server) -> None:
+        from harness_pool.proxy.services import handlers
+
+        server.add_generic_rpc_handlers(handlers(self))
+
+    def dispatcher(self, pooled: Dispatcher) -> ExternalDispatcher:
+        return ExternalDispatcher(self, pooled)
+
+    def can_serve(self) -> bool:
+        with self._lock:
+            return self.core.count(ExternalState.WAITING) > 0 and not self.core.draining
+
+    def drain(self) -> None:
+        """No new stages; held provision calls are answered UNAVAILABLE."""
+        with self._cond:
+            self.core.draining = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Ends every live stage (runner-side calls cancelled, harness streams closed)."""
+        self._stopped.set()
+        with self._cond:
+            self.core.draining = True
+            live = [(w.wid, w.stage.serial) for w in self.core.live()]  # type: ignore[union-attr]
+            self._cond.notify_all()
+        for wid, serial in live:
+            self.end(wid, serial, "sidecar stopped")
+
+    def snapshot(self) -> list[pool_pb2.WorkerStatus]:
+        now = time.monotonic()
+        with self._lock:
+            out = []
+            for w in self.core.workers.values():
+                link = self._links.get(w.wid)
+                out.append(pool_pb2.WorkerStatus(
+                    pool_id=w.wid, kind="external", state=str(w.state),
+                    runner_worker_id=w.stage.runner_id if w.stage else "",
+                    uptime_seconds=now - self._started, assignments_served=w.stages_served,
+                    seconds_in_state=now - w.since if w.since else now - self._started,
+                    connected=w.state is not ExternalState.DISCONNECTED,
+                    bytes_forwarded=self._forwarded.get(w.wid, 0) + (
+                        sum(link.bytes.values()) if link else 0),
+                    last_error=w.last_error))
+            return out
+
+    def _changed(self) -> None:
+        """Metrics and health after a state change (called without the lock)."""
+        with self._lock:
+            counts = {s: self.core.count(s) for s in ExternalState}
+        for state, n in counts.items():
+            self.metrics.external.labels(str(state)).set(n)
+        self.on_change()
+
+    # -- provisioning ---------------------------------------------------------------
+
+    def provision(self, header: str | None, is_active: Callable[[], bool]
+                  ) -> beam_provision_api_pb2.ProvisionInfo:
+        """GetProvisionInfo: held until this id gets a stage; raises ProxyError otherwise."""
+        deadline = time.monotonic() + self.settings.provision_hold_timeout
+        with self._cond:
+            stage = self.core.hold(header, time.monotonic())
+            wid = ExternalId(header or "")
+        if stage is None:
+            self._changed()
+            _LOG.info("external worker %s waiting for a stage (holding its GetProvisionInfo "
+                      "up to %.0fs)", wid, self.settings.provision_hold_timeout)
+            stage = self._wait_for_stage(wid, deadline, is_active)
+        return self._provision_info(wid, stage)
+
+    def _wait_for_stage(self, wid: ExternalId, deadline: float,
+                        is_active: Callable[[], bool]) -> Stage:
+        with self._cond:
+            while True:
+                worker = self.core.workers[wid]
+                if worker.stage is not None:
+                    return worker.stage
+                left = deadline - time.monotonic()
+                gone = not is_active()
+                if left <= 0 or gone or self.core.draining:
+                    self.core.unhold(wid, time.monotonic())
+                    break
+                self._cond.wait(min(left, 0.5))
+        self._changed()
+        if gone:
+            raise ProxyError(f"GetProvisionInfo: worker '{wid}' went away while held",
+                             "CANCELLED")
+        why = "sidecar is shutting down" if self.core.draining else (
+            f"no stage assigned within {self.settings.provision_hold_timeout:.0f}s")
+        raise ProxyError(f"GetProvisionInfo: worker '{wid}': {why}; retry", "UNAVAILABLE")
+
+    def _provision_info(self, wid: ExternalId, stage: Stage
+                        ) -> beam_provision_api_pb2.ProvisionInfo:
+        link = self.link(wid, stage.serial)
+        info = beam_provision_api_pb2.ProvisionInfo.FromString(link.provision_bytes)
+        return rewrite.provision_info(info, self.address)
+
+    # -- links -----------------------------------------------------------------------
+
+    def link(self, wid: ExternalId, serial: int | None = None) -> Link:
+        with self._lock:
+            link = self._links.get(wid)
+        if link is None or (serial is not None and link.stage.serial != serial):
+            raise ProxyError(f"worker '{wid}' has no live stage", "FAILED_PRECONDITION")
+        return link
+
+    def open_control(self, header: str | None) -> Link:
+        with self._lock:
+            worker = self.core.connect_control(header, time.monotonic())
+            link = self._links[worker.wid]
+        return link
+
+    def control_connected(self, link: Link) -> None:
+        link.connected.set()
+        self._changed()
+
+    def learned(self, link: Link, instruction_ids: list[str],
+                endpoints: list[rewrite.RunnerEndpoints]) -> None:
+        with self._lock:
+            for iid in instruction_ids:
+                link.stage.issued(iid)
+            for ep in endpoints:
+                link.stage.data_endpoint = ep.data or link.stage.data_endpoint
+                link.stage.state_endpoint = ep.state or link.stage.state_endpoint
+
+    def route(self, header: str | None, first_instruction: Callable[[], str],
+              service: str) -> Link:
+        """The stage a data/state stream belongs to (rules in ``proxy.core``)."""
+        with self._lock:
+            worker = self.core.route_header(header)
+        if worker is None:
+            iid = first_instruction()
+            with self._lock:
+                worker = self.core.route_instruction(iid, service)
+            _LOG.debug("%s stream (header %r) routed by instruction %s to %s", service,
+                       header, iid, worker.wid)
+        return self.link(worker.wid)
+
+    def end(self, wid: ExternalId, serial: int, error: str = "") -> None:
+        """Ends stage ``serial`` of ``wid`` (idempotent): release, cancel, close."""
+        with self._cond:
+            stage = self.core.end(wid, serial, time.monotonic(), error)
+            link = self._links.pop(wid, None) if stage is not None else None
+            if link is not None:
+                self._forwarded[wid] = self._forwarded.get(wid, 0) + sum(link.bytes.values())
+            self._cond.notify_all()
+        if link is None:
+            return
+        link.error = link.error or error
+        link.close()
+        self._changed()
+        if error:
+            _LOG.warning("external worker %s: stage %s ended: %s; waiting for its boot to "
+                         "call GetProvisionInfo again", wid, stage.runner_id, error)  # type: ignore[union-attr]
+        else:
+            _LOG.info("external worker %s: stage %s ended; waiting for its boot to call "
+                      "GetProvisionInfo again", wid, stage.runner_id)  # type: ignore[union-attr]
+
+    # -- StartWorker / StopWorker ------------------------------------------------------
+
+    def try_assign(self, runner_id: RunnerWorkerId, assignment: pool_pb2.Assignment,
+                   wait: float) -> Link | None:
+        """Claims a waiting external id for the stage, waiting up to ``wait`` seconds."""
+        endpoints = dict(
+            control_endpoint=assignment.control_endpoint,
+            logging_endpoint=assignment.logging_endpoint,
+            artifact_endpoint=assignment.artifact_endpoint,
+            provision_endpoint=assignment.provision_endpoint,
+            status_endpoint=assignment.status_endpoint)
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while True:
+                worker = self.core.claim(RunnerId(runner_id), endpoints, time.monotonic())
+                if worker is not None:
+                    link = Link(worker.wid, worker.stage)  # type: ignore[arg-type]
+                    link.provision_bytes = assignment.provision_info
+                    self._links[worker.wid] = link
+                    self._cond.notify_all()
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+        self._changed()
+        _LOG.info("external worker %s assigned to stage %s", link.wid, runner_id)
+        return link
+
+    def describe(self) -> str:
+        with self._lock:
+            return self.core.summary()
+
+    def stop_stage(self, runner_id: RunnerWorkerId) -> bool:
+        with self._lock:
+            worker = self.core.holder_of(runner_id)
+            serial = worker.stage.serial if worker is not None else None  # type: ignore[union-attr]
+        if worker is None:
+            return False
+        self.end(worker.wid, serial, "")  # type: ignore[arg-type]
+        return True
+
+
+class ExternalDispatcher:
+    """External workers first; the pooled dispatcher when none waits and pooled workers exist."""
+
+    def __init__(self, external: ExternalWorkers, pooled: Dispatcher) -> None:
+        self.external = external
+        self.pooled = pooled
+
+    def assign(self, runner_id: RunnerWorkerId, assignment: pool_pb2.Assignment,
+               assign_timeout: float, start_timeout: float) -> tuple[str, float]:
+        t0 = time.monotonic()
+        ext = self.external
+        try:
+            wait = 0.0 if ext.settings.workers > 0 else assign_timeout
+            link = ext.try_assign(runner_id, assignment, wait)
+        except ProxyError as exc:
+            raise AssignError(str(exc), "external_refused") from exc
+        if link is None:
+            if ext.settings.workers > 0:
+                return self.pooled.assign(runner_id, assignment, assign_timeout, start_timeout)
+            ext.metrics.start_error("no_idle_worker")
+            raise AssignError(f"stage {runner_id}: no external worker waiting within "
+                              f"{assign_timeout:.0f}s ({ext.describe()})", "no_idle_worker")
+        if not link.connected.wait(start_timeout) or link.ended.is_set():
+            error = link.error or (f"external worker {link.wid} did not connect its control "
+                                   f"stream within {start_timeout:.0f}s")
+            ext.end(link.wid, link.stage.serial, error)
+            ext.metrics.start_error("start_timeout" if not link.error else "start_failed")
+            raise AssignError(f"stage {runner_id}: {error}", "start_failed")
+        ext.metrics.assignments.labels("external").inc()
+        return link.wid, time.monotonic() - t0
+
+    def stop(self, runner_id: RunnerWorkerId) -> bool:
+        return self.external.stop_stage(runner_id) or self.pooled.stop(runner_id)

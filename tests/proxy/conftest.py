@@ -1,0 +1,1 @@
+from tests.proxy.boots import boots  # noqa: F401  (fixture)
