@@ -17,17 +17,32 @@ import os
 import sys
 import time
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 
-class RunningCount(KeyedProcessFunction):
-    def __init__(self, out_dir: str, rate: float) -> None:
-        self.out_dir = out_dir
+class Throttle(MapFunction):
+    """Slows the stream to about ``rate`` records a second, right after the source.
+
+    It is chained to the source and runs with tiny bundles, so a savepoint
+    barrier never waits behind more than a few records.
+    """
+
+    def __init__(self, rate: float) -> None:
         self.delay = 1.0 / rate if rate > 0 else 0.0
+
+    def map(self, value):
+        if self.delay:
+            time.sleep(self.delay)
+        return value
+
+
+class RunningCount(KeyedProcessFunction):
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
         self.count = None
         self.out = None
 
@@ -37,8 +52,6 @@ class RunningCount(KeyedProcessFunction):
         self.out = open(os.path.join(self.out_dir, f"counts-{os.getpid()}.csv"), "a")
 
     def process_element(self, value, ctx):
-        if self.delay:
-            time.sleep(self.delay)
         count = (self.count.value() or 0) + 1
         self.count.update(count)
         self.out.write(f"{value % 4},{count},{value}\n")
@@ -53,13 +66,18 @@ class RunningCount(KeyedProcessFunction):
 def main() -> None:
     out_dir = sys.argv[1]
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 50.0
-    env = StreamExecutionEnvironment.get_execution_environment()
+    config = Configuration()
+    config.set_string("python.fn-execution.bundle.size", "5")
+    config.set_string("python.fn-execution.bundle.time", "100")
+    env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(1)
     source = NumberSequenceSource(0, 2**62)
     numbers = env.from_source(source, WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
     (
-        numbers.key_by(lambda n: n % 4, key_type=Types.LONG())
-        .process(RunningCount(out_dir, rate), output_type=Types.TUPLE([Types.LONG(), Types.LONG()]))
+        numbers.map(Throttle(rate), output_type=Types.LONG())
+        .uid("throttle")
+        .key_by(lambda n: n % 4, key_type=Types.LONG())
+        .process(RunningCount(out_dir), output_type=Types.TUPLE([Types.LONG(), Types.LONG()]))
         .uid("running-count")
         .name("running-count")
     )
