@@ -89,17 +89,39 @@ class Link:
                 call.cancel()
                 return
             self._calls.append(call)
+        call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: Any) -> None:
+        with self._lock:
+            if call in self._calls:
+                self._calls.remove(call)
+            last = self.ended.is_set() and not self._calls
+        if last:
+            self._close_channels()
+
+    def ended_cleanly(self) -> bool:
+        with self._lock:
+            return not self._calls
 
     def count(self, service: str, n: int) -> None:
         self.bytes[service] = self.bytes.get(service, 0) + n
 
-    def close(self) -> None:
-        self.ended.set()
+    def close(self, graceful: bool) -> None:
+        """Ends the link. Graceful (the stage ended normally): runner-side streams end
+        as the runner closes them, channels close after the last one; otherwise every
+        runner-side call is cancelled now."""
         with self._lock:
-            calls, self._calls = self._calls, []
-            channels, self._channels = list(self._channels.values()), {}
+            self.ended.set()
+            calls = [] if graceful else list(self._calls)
+            idle = not self._calls
         for call in calls:
             call.cancel()
+        if idle or not graceful:
+            self._close_channels()
+
+    def _close_channels(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
         for ch in channels:
             ch.close()
 
@@ -121,6 +143,7 @@ class ExternalWorkers:
         self._stopped = threading.Event()
         self._started = time.monotonic()
         self._forwarded: dict[str, int] = {}  # bytes forwarded by ended stages, per id
+        self._lingering: set[Link] = set()  # ended gracefully, runner streams still open
 
     # -- sidecar hooks ------------------------------------------------------------
 
@@ -157,6 +180,10 @@ class ExternalWorkers:
             self._cond.notify_all()
         for wid, serial in live:
             self.end(wid, serial, "sidecar stopped")
+        with self._lock:
+            lingering, self._lingering = list(self._lingering), set()
+        for link in lingering:
+            link.close(graceful=False)
 
     def snapshot(self) -> list[pool_pb2.WorkerStatus]:
         now = time.monotonic()
@@ -278,7 +305,11 @@ class ExternalWorkers:
         if link is None:
             return
         link.error = link.error or error
-        link.close()
+        link.close(graceful=not link.error and not self._stopped.is_set())
+        if not link.ended_cleanly():
+            with self._lock:
+                self._lingering = {k for k in self._lingering if not k.ended_cleanly()}
+                self._lingering.add(link)
         self._changed()
         if error:
             _LOG.warning("external worker %s: stage %s ended: %s; waiting for its boot to "
