@@ -72,10 +72,9 @@ class Sidecar:
         self.metrics_port = 0
         self._stopped = threading.Event()
         threads = 32 + 4 * settings.process_cap + 16 * len(settings.external_worker_ids)
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hp-grpc"),
-            options=GRPC_OPTIONS,
-        )
+        self._executor = futures.ThreadPoolExecutor(max_workers=threads,
+                                                    thread_name_prefix="hp-grpc")
+        self.server = grpc.server(self._executor, options=GRPC_OPTIONS)
         if settings.external_worker_ids:
             # Fixed-endpoint mode: unmodified SDK harnesses connect here and are
             # forwarded to their stage's runner servers (harness_pool.proxy).
@@ -156,6 +155,7 @@ class Sidecar:
         self.server.stop(grace=1.0).wait()
         if self.supervisor is not None:
             self.supervisor.shutdown(s.stop_grace)
+        self._executor.shutdown(wait=True)
         self.metrics.close()
         _LOG.info("sidecar stopped")
 
