@@ -1,0 +1,1 @@
+"""Backends: one ``JobBackend`` protocol, one module per system (Flink REST, operator, Ververica)."""

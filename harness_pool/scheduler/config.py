@@ -1,0 +1,422 @@
+"""The cycle file: typed, validated at load, every problem reported at once.
+
+A cycle file declares the backend, where the scheduler keeps its state, the
+jobs, the steps of one cycle and the schedule. ``load_cycle(path)`` returns a
+``CycleConfig`` or raises ``ConfigError`` whose ``problems`` name each field,
+the value found and what was expected, e.g.
+``steps[2].job: unknown job 'backfil'; known: bounded, streaming``.
+
+Invariants of a loaded config: every step names a known job where it needs
+one, durations are non-negative seconds, the cron expression parses and the
+time zone exists, and each job has exactly one artifact (``python`` or ``jar``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness_pool._errors import ConfigError
+
+
+class Action(str, enum.Enum):
+    """What one step of a cycle does."""
+
+    SUSPEND = "suspend"  # stop the job with a savepoint; the cycle remembers the savepoint
+    START = "start"  # submit the job fresh, or from `savepoint` (a path or "latest")
+    RESUME = "resume"  # submit the job from the savepoint this cycle took of it
+    WAIT = "wait"  # wait until the job reports `state` (default FINISHED), with timeout
+    CANCEL = "cancel"  # cancel the job without a savepoint
+    SAVEPOINT = "savepoint"  # trigger a savepoint, the job keeps running
+    RESCALE = "rescale"  # savepoint-stop, then resume with `parallelism` (int or free-slots)
+    SLEEP = "sleep"  # do nothing for `duration`
+
+
+JOB_ACTIONS = {a for a in Action if a is not Action.SLEEP}
+BACKENDS = ("flink-rest", "flink-operator", "ververica")
+STATE_KINDS = ("file", "configmap")
+WAIT_STATES = ("RUNNING", "FINISHED", "CANCELED", "FAILED")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    type: str
+    url: str = ""
+    """Flink REST or Ververica Platform base URL (unused by flink-operator)."""
+    namespace: str = "default"
+    """Kubernetes namespace (flink-operator) or Ververica namespace."""
+    python_jar: str = ""
+    """Jar that carries Flink's PythonDriver; default: flink-python from apache-flink."""
+    request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    type: str = "file"
+    path: str = ""
+    """File backend: the JSON state file (written atomically)."""
+    configmap: str = ""
+    """ConfigMap backend: the ConfigMap name (in backend.namespace)."""
+    lease: str = ""
+    """If set, only the holder of this coordination.k8s.io Lease acts."""
+
+
+@dataclass(frozen=True)
+class SavepointPolicy:
+    dir: str = ""
+    """Target directory for savepoints (empty: the cluster's state.savepoints.dir)."""
+    keep: int = 5
+    """Savepoints kept per job; older ones are disposed of through the backend."""
+    retries: int = 2
+    """Extra attempts after a failed savepoint before the cycle gives up."""
+    retry_backoff: float = 2.0
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Polling:
+    interval: float = 0.1
+    """First poll delay: fast, so streaming downtime stays close to Flink's own."""
+    max_interval: float = 0.25
+    """Backoff cap for polls; keeps the extra downtime per cycle well under 2 s."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    every: float | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    """The job's name in this file (used in steps)."""
+    flink_name: str
+    """The job name Flink reports (to find a running copy); default: the key."""
+    python: str = ""
+    jar: str = ""
+    entry_class: str = ""
+    args: tuple[str, ...] = ()
+    parallelism: int | None = None
+    allow_non_restored_state: bool = False
+    resource: str = ""
+    """FlinkDeployment/FlinkSessionJob or Ververica deployment name (other backends)."""
+    kind: str = "FlinkDeployment"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    job: str = ""
+    timeout: float = 300.0
+    state: str = "FINISHED"
+    savepoint: str = ""
+    parallelism: int | str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    name: str
+    backend: BackendConfig
+    state: StateConfig
+    jobs: dict[str, JobSpec]
+    steps: tuple[Step, ...]
+    schedule: Schedule = field(default_factory=Schedule)
+    savepoints: SavepointPolicy = field(default_factory=SavepointPolicy)
+    polling: Polling = field(default_factory=Polling)
+    source: str = ""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``12``, ``1.5``, ``"250ms"``, ``"30s"``, ``"10m"``, ``"6h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("a duration like 30s, 10m, 6h or a number of seconds")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a non-negative duration")
+    return seconds
+
+
+class _Reader:
+    """Collects problems while reading a mapping; never stops at the first one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, where: str, value: Any, expected: str) -> None:
+        self.problems.append(f"{where}: got {value!r}; expected {expected}")
+
+    def mapping(self, data: Any, where: str) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.problem(where, data, "a mapping")
+            return {}
+        return data
+
+    def unknown(self, data: dict[str, Any], where: str, known: set[str]) -> None:
+        for key in data:
+            if key not in known:
+                self.problem(f"{where}.{key}" if where else str(key), key,
+                             f"one of {', '.join(sorted(known))}")
+
+    def duration(self, data: dict[str, Any], key: str, where: str, default: float) -> float:
+        if key not in data:
+            return default
+        try:
+            return parse_duration(data[key])
+        except ValueError as exc:
+            self.problem(f"{where}.{key}", data[key], str(exc))
+            return default
+
+    def string(self, data: dict[str, Any], key: str, where: str, default: str = "",
+               required: bool = False, choices: tuple[str, ...] = ()) -> str:
+        if key not in data:
+            if required:
+                self.problems.append(f"{where}.{key}: missing; expected a string")
+            return default
+        value = data[key]
+        if not isinstance(value, str) or (required and not value):
+            self.problem(f"{where}.{key}", value, "a non-empty string")
+            return default
+        if choices and value not in choices:
+            self.problem(f"{where}.{key}", value, f"one of {', '.join(choices)}")
+            return default
+        return value
+
+    def integer(self, data: dict[str, Any], key: str, where: str, default: int | None,
+                minimum: int = 0) -> int | None:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.problem(f"{where}.{key}", value, f"an integer >= {minimum}")
+            return default
+        return value
+
+
+def _read_jobs(r: _Reader, raw: Any) -> dict[str, JobSpec]:
+    jobs: dict[str, JobSpec] = {}
+    data = r.mapping(raw, "jobs")
+    if not data:
+        r.problems.append("jobs: missing or empty; expected a mapping of job name to job")
+    known = {"flink_name", "python", "jar", "entry_class", "args", "parallelism",
+             "allow_non_restored_state", "resource", "kind"}
+    for name, spec in data.items():
+        where = f"jobs.{name}"
+        spec = r.mapping(spec, where)
+        r.unknown(spec, where, known)
+        args = spec.get("args", [])
+        if not isinstance(args, list):
+            r.problem(f"{where}.args", args, "a list of strings")
+            args = []
+        anrs = spec.get("allow_non_restored_state", False)
+        if not isinstance(anrs, bool):
+            r.problem(f"{where}.allow_non_restored_state", anrs, "true or false")
+            anrs = False
+        job = JobSpec(
+            name=str(name),
+            flink_name=r.string(spec, "flink_name", where, str(name)),
+            python=r.string(spec, "python", where),
+            jar=r.string(spec, "jar", where),
+            entry_class=r.string(spec, "entry_class", where),
+            args=tuple(str(a) for a in args),
+            parallelism=r.integer(spec, "parallelism", where, None, minimum=1),
+            allow_non_restored_state=anrs,
+            resource=r.string(spec, "resource", where),
+            kind=r.string(spec, "kind", where, "FlinkDeployment",
+                          choices=("FlinkDeployment", "FlinkSessionJob")),
+        )
+        jobs[job.name] = job
+    return jobs
+
+
+def _read_step(r: _Reader, raw: Any, index: int, jobs: dict[str, JobSpec]) -> Step | None:
+    where = f"steps[{index}]"
+    data = r.mapping(raw, where)
+    r.unknown(data, where, {"action", "job", "timeout", "state", "savepoint", "parallelism",
+                            "duration"})
+    action_name = r.string(data, "action", where, required=True,
+                           choices=tuple(a.value for a in Action))
+    if not action_name:
+        return None
+    action = Action(action_name)
+    job = r.string(data, "job", where)
+    if action in JOB_ACTIONS:
+        if not job:
+            r.problems.append(f"{where}.job: missing; {action.value} needs a job; "
+                              f"known: {', '.join(sorted(jobs))}")
+        elif job not in jobs:
+            r.problems.append(f"{where}.job: unknown job {job!r}; "
+                              f"known: {', '.join(sorted(jobs))}")
+    parallelism: int | str | None = data.get("parallelism")
+    if parallelism is not None and parallelism != "free-slots" and (
+        isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1
+    ):
+        r.problem(f"{where}.parallelism", parallelism, "an integer >= 1 or 'free-slots'")
+        parallelism = None
+    if action is Action.RESCALE and parallelism is None and "parallelism" not in data:
+        r.problems.append(f"{where}.parallelism: missing; rescale needs a number or free-slots")
+    step = Step(
+        action=action,
+        job=job,
+        timeout=r.duration(data, "timeout", where, 300.0),
+        state=r.string(data, "state", where, "FINISHED", choices=WAIT_STATES),
+        savepoint=r.string(data, "savepoint", where),
+        parallelism=parallelism,
+        duration=r.duration(data, "duration", where, 0.0),
+    )
+    return step
+
+
+def _read_schedule(r: _Reader, raw: Any) -> Schedule:
+    data = r.mapping(raw, "schedule")
+    r.unknown(data, "schedule", {"every", "cron", "timezone"})
+    every = r.duration(data, "every", "schedule", 0.0) if "every" in data else None
+    if every is not None and every <= 0 and "every" in data:
+        if not any(p.startswith("schedule.every") for p in r.problems):
+            r.problem("schedule.every", data["every"], "a positive duration")
+        every = None
+    cron = r.string(data, "cron", "schedule") or None
+    tz = r.string(data, "timezone", "schedule", "UTC")
+    if every is not None and cron:
+        r.problems.append("schedule: both every and cron given; expected one of them")
+    if cron:
+        from croniter import croniter  # noqa: PLC0415
+
+        if not croniter.is_valid(cron):
+            r.problem("schedule.cron", cron, "a cron expression like '0 */6 * * *'")
+            cron = None
+    try:
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        ZoneInfo(tz)
+    except Exception:  # noqa: BLE001 - any failure means the zone is unusable
+        r.problem("schedule.timezone", tz, "an IANA time zone like UTC or Europe/Berlin")
+        tz = "UTC"
+    return Schedule(every=every, cron=cron, timezone=tz)
+
+
+def parse_cycle(data: Any, source: str = "<memory>") -> CycleConfig:
+    """Validate an already-parsed YAML document; raise ``ConfigError`` listing every problem."""
+    r = _Reader()
+    top = r.mapping(data, "(top level)")
+    r.unknown(top, "", {"name", "backend", "state", "jobs", "steps", "schedule", "savepoints",
+                        "polling"})
+    name = r.string(top, "name", "(top level)", "cycle")
+    b = r.mapping(top.get("backend"), "backend")
+    r.unknown(b, "backend", {"type", "url", "namespace", "python_jar", "request_timeout"})
+    backend = BackendConfig(
+        type=r.string(b, "type", "backend", "flink-rest", choices=BACKENDS),
+        url=r.string(b, "url", "backend"),
+        namespace=r.string(b, "namespace", "backend", "default"),
+        python_jar=r.string(b, "python_jar", "backend"),
+        request_timeout=r.duration(b, "request_timeout", "backend", 10.0),
+    )
+    if backend.type in ("flink-rest", "ververica") and not backend.url:
+        r.problems.append(f"backend.url: missing; {backend.type} needs the REST base URL")
+    s = r.mapping(top.get("state"), "state")
+    r.unknown(s, "state", {"type", "path", "configmap", "lease"})
+    state = StateConfig(
+        type=r.string(s, "type", "state", "file", choices=STATE_KINDS),
+        path=r.string(s, "path", "state"),
+        configmap=r.string(s, "configmap", "state"),
+        lease=r.string(s, "lease", "state"),
+    )
+    if state.type == "file" and not state.path:
+        r.problems.append("state.path: missing; the file state store needs a path")
+    if state.type == "configmap" and not state.configmap:
+        r.problems.append("state.configmap: missing; the configmap state store needs a name")
+    jobs = _read_jobs(r, top.get("jobs"))
+    for job in jobs.values():
+        if backend.type == "flink-rest" and bool(job.python) == bool(job.jar):
+            r.problems.append(f"jobs.{job.name}: expected exactly one of python or jar")
+        if job.jar and not job.entry_class:
+            r.problems.append(f"jobs.{job.name}.entry_class: missing; a jar job needs one")
+        if backend.type != "flink-rest" and not job.resource:
+            r.problems.append(f"jobs.{job.name}.resource: missing; {backend.type} needs "
+                              "the deployment name")
+    raw_steps = top.get("steps")
+    steps: list[Step] = []
+    if not isinstance(raw_steps, list) or not raw_steps:
+        r.problem("steps", raw_steps, "a non-empty list of steps")
+    else:
+        for i, raw in enumerate(raw_steps):
+            step = _read_step(r, raw, i, jobs)
+            if step:
+                steps.append(step)
+    suspended: set[str] = set()
+    for i, step in enumerate(steps):
+        if step.action in (Action.SUSPEND, Action.RESCALE):
+            suspended.add(step.job)
+        if step.action is Action.RESUME and step.job not in suspended:
+            r.problems.append(f"steps[{i}].job: resume {step.job!r} before any suspend of it; "
+                              "expected a suspend step of the same job earlier in the cycle")
+    sp = r.mapping(top.get("savepoints"), "savepoints")
+    r.unknown(sp, "savepoints", {"dir", "keep", "retries", "retry_backoff", "timeout"})
+    savepoints = SavepointPolicy(
+        dir=r.string(sp, "dir", "savepoints"),
+        keep=r.integer(sp, "keep", "savepoints", 5, minimum=1) or 5,
+        retries=r.integer(sp, "retries", "savepoints", 2) or 0,
+        retry_backoff=r.duration(sp, "retry_backoff", "savepoints", 2.0),
+        timeout=r.duration(sp, "timeout", "savepoints", 600.0),
+    )
+    po = r.mapping(top.get("polling"), "polling")
+    r.unknown(po, "polling", {"interval", "max_interval"})
+    polling = Polling(
+        interval=r.duration(po, "interval", "polling", 0.1),
+        max_interval=r.duration(po, "max_interval", "polling", 0.5),
+    )
+    schedule = _read_schedule(r, top.get("schedule"))
+    if r.problems:
+        raise ConfigError([f"{source}: {p}" for p in r.problems])
+    return CycleConfig(name=name, backend=backend, state=state, jobs=jobs, steps=tuple(steps),
+                       schedule=schedule, savepoints=savepoints, polling=polling, source=source)
+
+
+def load_cycle(path: str | Path) -> CycleConfig:
+    """Read and validate a cycle file; relative job paths are taken from the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the cycle file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{at}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from exc
+    cfg = parse_cycle(data, str(path))
+    base = path.resolve().parent
+    jobs = {
+        name: JobSpec(**{**job.__dict__,
+                         "python": _abs(base, job.python), "jar": _abs(base, job.jar)})
+        for name, job in cfg.jobs.items()
+    }
+    state = cfg.state
+    if state.type == "file":
+        state = StateConfig(**{**state.__dict__, "path": _abs(base, state.path)})
+    return CycleConfig(**{**cfg.__dict__, "jobs": jobs, "state": state})
+
+
+def _abs(base: Path, value: str) -> str:
+    if not value or "://" in value or Path(value).is_absolute():
+        return value
+    return str(base / value)

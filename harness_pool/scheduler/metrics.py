@@ -1,0 +1,75 @@
+"""Prometheus metrics of the scheduler, on a registry passed in (default: a private one).
+
+``SchedulerMetrics.heartbeat`` is the liveness signal: the run loop sets it on
+every iteration; ``/healthz`` answers 503 when it is older than the allowed
+staleness, so a stuck loop is restarted by its supervisor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class SchedulerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cycle_seconds = Histogram("harness_pool_scheduler_cycle_seconds",
+                                       "Duration of a whole cycle", ["cycle", "result"],
+                                       buckets=_BUCKETS, registry=r)
+        self.step_seconds = Histogram("harness_pool_scheduler_step_seconds",
+                                      "Duration of one step", ["cycle", "action", "job"],
+                                      buckets=_BUCKETS, registry=r)
+        self.savepoint_seconds = Histogram("harness_pool_scheduler_savepoint_seconds",
+                                           "From savepoint request to completion", ["job"],
+                                           buckets=_BUCKETS, registry=r)
+        self.savepoint_failures = Counter("harness_pool_scheduler_savepoint_failures",
+                                          "Failed savepoint attempts", ["job"], registry=r)
+        self.downtime_seconds = Gauge("harness_pool_scheduler_streaming_downtime_seconds",
+                                      "Downtime of a stopped job in the last cycle", ["job"],
+                                      registry=r)
+        self.cycles = Counter("harness_pool_scheduler_cycles", "Finished cycles",
+                              ["cycle", "result"], registry=r)
+        self.heartbeat = Gauge("harness_pool_scheduler_heartbeat_timestamp_seconds",
+                               "Last iteration of the run loop (unix time)", registry=r)
+
+    def beat(self) -> None:
+        self.heartbeat.set(time.time())
+
+
+def serve(metrics: SchedulerMetrics, port: int, stale_after: float = 120.0,
+          host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve ``/metrics`` and ``/healthz`` on a daemon thread; returns the server."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            if self.path.startswith("/metrics"):
+                body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
+            elif self.path.startswith("/healthz"):
+                age = time.time() - (metrics.heartbeat._value.get() or 0.0)
+                ok = age <= stale_after
+                body = (f"ok: last loop {age:.1f} s ago\n" if ok else
+                        f"stuck: last loop {age:.1f} s ago\n").encode()
+                status, ctype = (200 if ok else 503), "text/plain"
+            else:
+                body, status, ctype = b"not found\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
