@@ -8,6 +8,6 @@ import importlib.util
 
 # TODO(integration): plain list once tests/flink_fixtures.py has landed.
 pytest_plugins = [
-    name for name in ("tests.flink_fixtures", "tests.sidecar_fixtures")
+    name for name in ("tests.flink_fixtures", "tests.sidecar_fixtures", "tests.flink_pool_fixtures")
     if importlib.util.find_spec(name) is not None
 ]

@@ -133,8 +133,10 @@ def _pyflink_stdio() -> Any:
     from pyflink.fn_execution.beam import beam_sdk_worker_main as pf
 
     local = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
-    local.setFormatter(logging.getLogger().handlers[0].formatter
-                       if logging.getLogger().handlers else None)
+    for old in logging.getLogger().handlers[:1]:
+        local.setFormatter(old.formatter)
+        for f in old.filters:
+            local.addFilter(f)
     root = logging.getLogger()
     sys.stdout.write = partial(pf.print_to_logging, root.info)  # type: ignore[method-assign]
     sys.stderr.write = partial(pf.print_to_logging, root.error)  # type: ignore[method-assign]
