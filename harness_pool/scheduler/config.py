@@ -380,7 +380,7 @@ def parse_cycle(data: Any, source: str = "<memory>") -> CycleConfig:
     r.unknown(po, "polling", {"interval", "max_interval"})
     polling = Polling(
         interval=r.duration(po, "interval", "polling", 0.1),
-        max_interval=r.duration(po, "max_interval", "polling", 0.5),
+        max_interval=r.duration(po, "max_interval", "polling", 0.25),
     )
     schedule = _read_schedule(r, top.get("schedule"))
     if r.problems:

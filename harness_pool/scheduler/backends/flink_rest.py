@@ -163,12 +163,16 @@ class FlinkRestBackend:
     # -- jars --------------------------------------------------------------------------
 
     def _jar_id(self, jar: str) -> str:
-        known = self._jar_ids.get(jar)
-        if known:
-            listed = self._call("GET", "/jars", "list jars").get("files", [])
-            if any(f.get("id") == known for f in listed):
-                return known
+        """Id of ``jar`` on the cluster: ours from before, one already there by name, or upload."""
         path = Path(jar)
+        listed = self._call("GET", "/jars", "list jars").get("files", [])
+        known = self._jar_ids.get(jar)
+        if known and any(f.get("id") == known for f in listed):
+            return known
+        same_name = [f["id"] for f in listed if f.get("name") == path.name]
+        if same_name:
+            self._jar_ids[jar] = same_name[0]
+            return same_name[0]
         try:
             with path.open("rb") as handle:
                 data = self._call("POST", "/jars/upload", f"upload {path.name}",

@@ -1,0 +1,49 @@
+"""Pytest plugin: one real local Flink session cluster per test session, started lazily.
+
+``flink_cluster`` (session scope): 1 JobManager + 1 TaskManager, 4 slots,
+process-mode Python. It starts the first time a test asks for it and stops at
+the end of the session; when any test failed, its logs are copied to
+``.test-artifacts/flink-cluster-<time>/``. Tests that use it should cancel
+their jobs (``cluster.cancel_all()``) so the next test finds free slots.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
+
+
+def _skip_reason() -> str | None:
+    if shutil.which("java") is None:
+        return "no java on PATH"
+    try:
+        import pyflink  # noqa: F401, PLC0415
+    except ImportError:
+        return "apache-flink is not installed"
+    return None
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> Iterator[object]:
+    """A started ``LocalFlinkCluster`` shared by the whole session."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from harness_pool.flink.local_cluster import LocalFlinkCluster  # noqa: PLC0415
+
+    cluster = LocalFlinkCluster(tmp_path_factory.mktemp("flink-cluster"), slots=4)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if request.session.testsfailed and cluster.log_dir.exists():
+            target = ARTIFACTS / f"flink-cluster-{time.strftime('%Y%m%d-%H%M%S')}"
+            shutil.copytree(cluster.log_dir, target, dirs_exist_ok=True)
