@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness_pool.demo.flink_demo import KEYED_COUNT
 from tests.flink_pool_fixtures import JOBS, PoolOnFlink
 from tests.sidecar_fixtures import pid_alive
 
@@ -60,7 +61,7 @@ def run_keyed_count(env: PoolOnFlink, name: str, records: int = 2000,
                     rate: float = 0.0) -> tuple[str, Path]:
     out = env.out_dir(name)
     args = [str(out), str(records)] + ([str(rate)] if rate else [])
-    return env.cluster.run_python_job(JOBS / "keyed_count.py", args), out
+    return env.cluster.run_python_job(KEYED_COUNT, args), out
 
 
 def test_each_slot_is_served_by_a_distinct_pooled_process(pool_on_flink: PoolOnFlink) -> None:
