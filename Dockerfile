@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+# harness-pool: one image for the sidecar (`serve`), its pooled workers and the
+# scheduler (`scheduler run`). Build:
+#
+#   docker build -t harness-pool:0.1.0 .                                # Beam workers
+#   docker build --build-arg EXTRAS=flink -t harness-pool:0.1.0-pyflink .  # PyFlink workers
+#
+# The pyflink variant installs the `flink` extra (apache-flink) for PyFlink's
+# operations in the workers (`serve --flavor pyflink`). It has no Java: the
+# workers import only pyflink.fn_execution, which needs none (tests/k8s check
+# that), and the Flink jars the wheel carries are removed (PRUNE_FLINK_JARS).
+# tests/k8s/test_dockerfile.py keeps this file in step with pyproject.toml and
+# the manifests in k8s/.
+
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+# ---- build: a virtualenv with harness-pool and its dependencies
+FROM ${PYTHON_IMAGE} AS build
+ARG EXTRAS=""
+ARG PRUNE_FLINK_JARS=true
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Build tools live in this stage only: crcmod (Beam) ships no wheel and has a C
+# extension; dill and docopt are pure-Python sdists. Everything else is a wheel.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/harness-pool
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY harness_pool ./harness_pool
+RUN /opt/harness-pool/bin/pip install --upgrade pip \
+ && /opt/harness-pool/bin/pip install --prefer-binary ".${EXTRAS:+[$EXTRAS]}" \
+ && if [ "$PRUNE_FLINK_JARS" = "true" ] && [ -d /opt/harness-pool/lib/python3.11/site-packages/pyflink ]; then \
+        cd /opt/harness-pool/lib/python3.11/site-packages/pyflink \
+        && rm -rf lib opt plugins examples bin/*.jar; \
+    fi \
+ && /opt/harness-pool/bin/pip uninstall -y pip setuptools wheel
+
+# ---- runtime: the virtualenv, a non-root user, nothing else
+FROM ${PYTHON_IMAGE}
+ARG EXTRAS=""
+LABEL org.opencontainers.image.title="harness-pool" \
+      org.opencontainers.image.description="Warm, isolated Beam/PyFlink SDK workers for Flink TaskManagers, and savepoint-safe job cycles" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.harness-pool.extras="${EXTRAS}"
+RUN groupadd --system --gid 10001 harness \
+ && useradd --system --uid 10001 --gid harness --home-dir /home/harness --create-home \
+        --shell /usr/sbin/nologin harness
+COPY --from=build /opt/harness-pool /opt/harness-pool
+ENV PATH=/opt/harness-pool/bin:$PATH \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+WORKDIR /home/harness
+# 50000: the sidecar (StartWorker, Fn API in fixed-endpoint mode, gRPC health).
+# 9464: the sidecar's /metrics (serve --metrics-port 9464).
+# 9465: the scheduler's /metrics and /healthz (scheduler run --metrics-port 9465).
+EXPOSE 50000 9464 9465
+ENTRYPOINT ["harness-pool"]
+CMD ["serve", "--host", "0.0.0.0", "--metrics-port", "9464"]
