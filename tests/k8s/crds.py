@@ -16,7 +16,7 @@ from typing import Any
 FLINK_SPEC_FIELDS = {"flinkConfiguration", "flinkVersion", "image", "imagePullPolicy", "ingress",
                      "job", "jobManager", "logConfiguration", "mode", "podTemplate",
                      "restartNonce", "serviceAccount", "taskManager"}
-FLINK_VERSIONS = {f"v1_{m}" for m in range(13, 21)} | {f"v2_{m}" for m in range(0, 5)}
+FLINK_VERSIONS = {f"v1_{m}" for m in range(13, 21)} | {f"v2_{m}" for m in range(5)}
 # The operator owns these; a FlinkDeployment that sets one is rejected.
 FORBIDDEN_FLINK_KEYS = {"kubernetes.namespace", "kubernetes.cluster-id",
                         "high-availability.cluster-id"}

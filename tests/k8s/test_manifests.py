@@ -243,7 +243,7 @@ def test_fixed_endpoint_sdk_containers_match_the_external_ids() -> None:
     s = sidecar_settings(container(spec, SIDECAR)["args"])
     assert s.workers == 0 and len(s.external_worker_ids) == NATIVE_SLOTS
     sdks = [c for c in spec["initContainers"] if c["name"] != SIDECAR]
-    assert [c["name"] for c in spec["initContainers"]][0] == SIDECAR, "sidecar starts first"
+    assert spec["initContainers"][0]["name"] == SIDECAR, "sidecar starts first"
     assert spec["initContainers"][0]["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE, \
         "readiness needs an SDK container, which starts after the sidecar's startup probe"
     ids = []
