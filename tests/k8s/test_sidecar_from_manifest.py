@@ -1,0 +1,120 @@
+"""Start the sidecar exactly as each TaskManager pod template would, and probe it.
+
+The sidecar container's ``args`` go through ``harness-pool``'s real parser
+and ``settings_from_args``; only the ports are swapped for free ones (every
+place the manifest names them: args, the TaskManager's environment, the SDK
+containers' endpoint flags). Then the checks a kubelet and a TaskManager would
+make: grpc readiness (service "") and liveness ("liveness") on the probe port,
+from the pod IP as well as from loopback, and readiness through the address
+the TaskManager's PYTHON_LOOPBACK_SERVER_ADDRESS names.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness_pool.cli import build_parser
+from harness_pool.sidecar.cli import settings_from_args
+from harness_pool.sidecar.server import Sidecar
+from tests.k8s.helpers import NOT_SERVING, SERVING, free_port, pod_ip, probe, wait_for
+from tests.k8s.manifests import (
+    FIXED_TEMPLATE,
+    FLINK_MAIN,
+    NATIVE_TEMPLATE,
+    SIDECAR,
+    container,
+    env_of,
+    load_all,
+    port_named,
+)
+from tests.proxy.boots import FAKE_BOOT, boots  # noqa: F401 - the boots fixture
+from tests.sidecar_fixtures import pid_alive
+
+
+def _swap_port(text: str, old: int, new: int) -> str:
+    return text.replace(f":{old}", f":{new}").replace(f"={old}", f"={new}")
+
+
+@pytest.fixture
+def run_sidecar() -> Iterator[Any]:
+    started: list[Sidecar] = []
+
+    def start(args: list[str]) -> Sidecar:
+        ns = build_parser().parse_args(args)
+        sidecar = Sidecar(settings_from_args(ns))
+        started.append(sidecar)
+        sidecar.start()
+        return sidecar
+
+    pids: set[int] = set()
+    try:
+        yield start
+    finally:
+        for sidecar in started:
+            pids.update(w.pid for w in sidecar.status().workers if w.pid)
+            sidecar.stop()
+        leaked = [p for p in pids if pid_alive(p)]
+        assert not leaked, f"worker processes left behind: {leaked}"
+
+
+def _template(path: Path) -> tuple[dict[str, Any], int, int, int]:
+    (pod,) = load_all(path)
+    side = container(pod["spec"], SIDECAR)
+    return pod["spec"], port_named(side, "pool"), free_port(), free_port()
+
+
+def _check_probes(sidecar: Sidecar, spec: dict[str, Any], port: int, ready: bool) -> None:
+    side = container(spec, SIDECAR)
+    readiness = side["readinessProbe"]["grpc"]["service"]
+    liveness = side["livenessProbe"]["grpc"]["service"]
+    assert sidecar.address == f"0.0.0.0:{port}"
+    want = SERVING if ready else NOT_SERVING
+    wait_for(lambda: probe(f"127.0.0.1:{port}", readiness) == want, 120,
+             f"readiness {'SERVING' if ready else 'NOT_SERVING'}")
+    assert probe(f"127.0.0.1:{port}", liveness) == SERVING
+    ip = pod_ip()
+    if ip:  # the kubelet dials the pod IP, which a loopback-only bind would refuse
+        assert probe(f"{ip}:{port}", liveness) == SERVING
+        assert probe(f"{ip}:{port}", readiness) == want
+
+
+def test_native_template_sidecar_serves_probes_and_the_taskmanager_address(
+        run_sidecar: Any) -> None:
+    spec, old, port, mport = _template(NATIVE_TEMPLATE)
+    side = container(spec, SIDECAR)
+    args = [_swap_port(a, old, port).replace("--metrics-port=9464", f"--metrics-port={mport}")
+            for a in side["args"]]
+    assert args != side["args"]
+    sidecar = run_sidecar(args)
+    _check_probes(sidecar, spec, port, ready=True)
+    # The TaskManager dials what its environment says (port swapped like the args).
+    env = env_of(container(spec, FLINK_MAIN))
+    tm_address = _swap_port(env["PYTHON_LOOPBACK_SERVER_ADDRESS"], old, port)
+    assert tm_address == f"127.0.0.1:{port}"
+    assert probe(tm_address, "org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool") \
+        == SERVING
+    assert sidecar.metrics_port == mport
+    assert sidecar.status().flavor == "pyflink"
+
+
+def test_fixed_endpoint_sidecar_is_ready_once_an_sdk_container_waits(
+        run_sidecar: Any, boots: Any) -> None:  # noqa: F811 - pytest fixture
+    spec, old, port, mport = _template(FIXED_TEMPLATE)
+    side = container(spec, SIDECAR)
+    args = [_swap_port(a, old, port).replace("--metrics-port=9464", f"--metrics-port={mport}")
+            for a in side["args"]]
+    sidecar = run_sidecar(args)
+    # No SDK container yet: alive, but nothing can take a stage.
+    _check_probes(sidecar, spec, port, ready=False)
+    sdk = next(c for c in spec["initContainers"] if c["name"] != SIDECAR)
+    flags = dict(a.lstrip("-").split("=", 1) for a in sdk["args"])
+    # The Beam boot contract (tests/proxy/fake_boot.py) with this container's id and
+    # provision endpoint; the other endpoints come from ProvisionInfo.
+    boots([sys.executable, FAKE_BOOT, "--id", flags["id"], "--provision_endpoint",
+           _swap_port(flags["provision_endpoint"], old, port)])
+    _check_probes(sidecar, spec, port, ready=True)
