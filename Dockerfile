@@ -33,8 +33,9 @@ RUN /opt/harness-pool/bin/pip install --upgrade pip \
  && if [ "$PRUNE_FLINK_JARS" = "true" ] && [ -d /opt/harness-pool/lib/python3.11/site-packages/pyflink ]; then \
         cd /opt/harness-pool/lib/python3.11/site-packages/pyflink \
         && rm -rf lib opt plugins examples bin/*.jar; \
-    fi \
- && /opt/harness-pool/bin/pip uninstall -y pip setuptools wheel
+    fi
+# pip stays in the virtualenv: images built FROM this one add the job's Python
+# dependencies with it (see docs/kubernetes.md).
 
 # ---- runtime: the virtualenv, a non-root user, nothing else
 FROM ${PYTHON_IMAGE}
