@@ -121,7 +121,7 @@ def run_beam_demo(workers: int, port: int) -> int:
         print(f"\n2 jobs finished in {elapsed:.2f}s with --environment_type=EXTERNAL "
               f"--environment_config={address}")
         print("\nstages served (time from StartWorker to a ready worker):")
-        for record in reversed(status.assignments):
+        for record in reversed(list(status.assignments)):
             print(f"  stage {record.runner_worker_id:<12} worker {record.pool_id:<10} "
                   f"pid {record.pid:<7} ready in {record.time_to_ready_seconds * 1000:6.1f} ms "
                   f"-> {record.outcome}")

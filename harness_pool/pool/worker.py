@@ -154,12 +154,17 @@ def serve_assignment(
     closer = None
     try:
         try:
+            t0 = time.monotonic()
             _apply_params(dict(assignment.params))
             env = harness_environment(assignment, semi_dir)
             os.environ.update(env)  # the state channel reads WORKER_ID from here
             if flavor == "pyflink":
                 closer = _pyflink_stdio()
+            t1 = time.monotonic()
             fn_log_handler, harness, _options = sdk_worker_main.create_harness(env)
+            _LOG.info("stage %s: harness connected in %.1f ms (params %.1f ms, harness %.1f ms)",
+                      assignment.runner_worker_id, (time.monotonic() - t0) * 1000,
+                      (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
         except Exception as exc:  # report, then exit: the process is spent either way
             reason = f"{type(exc).__name__}: {exc}"
             _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason)
@@ -182,9 +187,14 @@ def serve_assignment(
         shutil.rmtree(semi_dir, ignore_errors=True)
 
 
-def run(sidecar: str, pool_id: str, flavor: str) -> int:
-    sdk_worker_main = _import_harness(flavor)
-    warm = time.monotonic() - _T0
+def run(sidecar: str, pool_id: str, flavor: str, started_at: float = _T0) -> int:
+    """Attach, wait for the one assignment, serve it; returns the exit code.
+
+    ``started_at`` is when this worker's life began (process start, or the
+    fork from the fork server), for the warm-up time the sidecar records.
+    """
+    sdk_worker_main = _import_harness(flavor)  # a no-op after a fork: already imported
+    warm = time.monotonic() - started_at
     from apache_beam.version import __version__ as beam_version
 
     channel = grpc.insecure_channel(sidecar)
@@ -232,19 +242,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-id", required=True, help="this process's pool worker id")
     parser.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
     args = parser.parse_args(argv)
-    # The local copy of the logs (the sidecar's stderr) keeps Beam's own chatter
-    # at WARNING; everything still travels to the runner's logging service.
+    setup_logging(args.pool_id)
+    exit_now(run(args.sidecar, args.pool_id, args.flavor))
+
+
+def setup_logging(pool_id: str) -> None:
+    """The local copy of the logs (the sidecar's stderr), with Beam's own chatter at
+    WARNING; everything still travels to the runner's logging service."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)s [{args.pool_id}] %(name)s: %(message)s"))
+        f"%(asctime)s %(levelname)s [{pool_id}] %(name)s: %(message)s"))
     handler.addFilter(_quiet_beam)
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
-    code = run(args.sidecar, args.pool_id, args.flavor)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def exit_now(code: int) -> None:
+    """Beam's harness leaves non-daemon executor threads behind; the process has
+    served its one assignment, so leave without waiting for them."""
     logging.shutdown()
     sys.stdout.flush()
-    # Beam's harness leaves non-daemon executor threads behind; the process
-    # has served its one assignment, so leave without waiting for them.
+    sys.stderr.flush()
     os._exit(code)
 
 

@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
                    help="cap on worker processes alive at once; 0 = 2 x --workers")
     p.add_argument("--flavor", choices=("beam", "pyflink"), default=d.flavor,
                    help="beam: stock Python SDK harness; pyflink: also PyFlink's operations")
+    p.add_argument("--spawn", choices=("fork", "exec"), default=d.spawn,
+                   help="fork: fork workers from a process that imported Beam once "
+                   "(fast replacements); exec: a fresh interpreter per worker")
     p.add_argument("--assign-timeout", type=float, default=d.assign_timeout,
                    help="seconds StartWorker waits for an idle worker before answering an error")
     p.add_argument("--start-timeout", type=float, default=d.start_timeout,
@@ -79,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     ids = tuple(i.strip() for i in args.external_worker_ids.split(",") if i.strip())
     return SidecarSettings(
         host=args.host, port=args.port, workers=args.workers, max_processes=args.max_processes,
-        flavor=args.flavor, assign_timeout=args.assign_timeout, start_timeout=args.start_timeout,
+        flavor=args.flavor, spawn=args.spawn, assign_timeout=args.assign_timeout, start_timeout=args.start_timeout,
         provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
         stop_grace=args.stop_grace, id_prefix=args.id_prefix, external_worker_ids=ids,
         provision_hold_timeout=args.provision_hold_timeout, metrics_port=args.metrics_port,

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from harness_pool._errors import PermanentError
 from harness_pool.pool.core import PoolCore, WorkerState
+from harness_pool.pool.forkserver import ForkServerLauncher
 from harness_pool.pool.pool import Pool
 from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
 from harness_pool.sidecar.admin_service import Health, PoolAdminServicer
@@ -67,6 +68,7 @@ class Sidecar:
         self.health = Health(self._can_serve)
         self.pool.on_change = self.health.refresh
         self._launcher = launcher
+        self._owned_launcher: Launcher | None = None
         self.supervisor: Supervisor | None = None
         self.address = ""
         self.metrics_port = 0
@@ -114,7 +116,9 @@ class Sidecar:
         if self.external is not None:
             self.external.set_address(reach)
         # -- end fixed-endpoint mode
-        launcher = self._launcher or WorkerLauncher(reach, s.flavor)
+        launcher = self._launcher or (ForkServerLauncher(reach, s.flavor) if s.spawn == "fork"
+                                      else WorkerLauncher(reach, s.flavor))
+        self._owned_launcher = launcher if self._launcher is None else None
         self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace)
         self.pool.supervisor = self.supervisor
         self.server.start()
@@ -155,6 +159,9 @@ class Sidecar:
         self.server.stop(grace=1.0).wait()
         if self.supervisor is not None:
             self.supervisor.shutdown(s.stop_grace)
+        close = getattr(self._owned_launcher, "close", None)
+        if close is not None:
+            close()
         self._executor.shutdown(wait=True)
         self.metrics.close()
         _LOG.info("sidecar stopped")

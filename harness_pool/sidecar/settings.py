@@ -34,6 +34,11 @@ class SidecarSettings:
     flavor: str = "beam"
     """"beam": stock Python SDK harness; "pyflink": also PyFlink's operations and coders."""
 
+    spawn: str = "fork"
+    """"fork": a fork server imports Beam once and forks each worker (milliseconds of CPU
+    per replacement, shared pages); "exec": a fresh interpreter per worker (about a
+    second of CPU each, fully independent)."""
+
     assign_timeout: float = 30.0
     """How long StartWorker waits for an idle worker before answering with an error. A
     runner must never wait forever; 30 s covers a replacement warming (about 1-2 s)."""
@@ -81,6 +86,8 @@ class SidecarSettings:
                 f"--max-processes: {self.max_processes} is below --workers {self.workers}")
         if self.flavor not in ("beam", "pyflink"):
             problems.append(f"--flavor: '{self.flavor}'; expected beam or pyflink")
+        if self.spawn not in ("fork", "exec"):
+            problems.append(f"--spawn: '{self.spawn}'; expected fork or exec")
         for name in ("assign_timeout", "start_timeout", "provision_timeout", "drain_timeout",
                      "stop_grace", "provision_hold_timeout"):
             value = getattr(self, name)
