@@ -117,7 +117,12 @@ class Proxy:
                     self._count(link, service, len(raw))
                     yield raw
             except _Refused as exc:
+                # Keep the runner's stream open until the runner has read the stage's
+                # failure on the control stream: closing it first would make the runner
+                # report a truncated stream instead of the reason.
                 refused.append(exc.error)
+                self.ext.fail(link, str(exc.error))
+                link.ended.wait(2 * FAIL_GRACE)
                 raise
             except Exception:  # noqa: BLE001 - harness side went away: end our half
                 return
@@ -127,13 +132,22 @@ class Proxy:
         except ProxyError as exc:
             _abort(context, exc)
         link.track(call)
-        context.add_callback(call.cancel)
+        context.add_callback(lambda: self._sdk_side_closed(link, service, call))
         try:
             for raw in call:
                 self._count(link, service, len(raw))
                 yield raw
         except grpc.RpcError as exc:
             self._fail(context, link, service, url, exc, refused)
+
+    def _sdk_side_closed(self, link: Link, service: str, call: Any) -> None:
+        """The harness's side of a stream terminated. Mid-stage that means the harness
+        broke: fail the stage through the control stream (so the runner reads why)
+        instead of cutting the runner's stream first."""
+        if call.done() or link.ended.is_set():
+            return
+        self.ext.fail(link, f"SDK harness '{link.wid}' lost its {service} stream mid-stage "
+                            f"(stage {link.stage.runner_id})")
 
     # -- provision and artifacts -----------------------------------------------------
 
@@ -231,6 +245,7 @@ class Proxy:
         # No cancel-on-disconnect callback here: when the harness vanishes, the upstream
         # pump first fails its in-flight instructions for the runner, then ends the stage.
         link.track(call)
+        link.control_context = context
         self.ext.control_connected(link)
         try:
             for raw in call:
@@ -272,7 +287,7 @@ class Proxy:
                 yield raw
         except _Refused as exc:
             refused.append(exc.error)
-            link.error = str(exc.error)
+            link.error = link.error or str(exc.error)
         except Exception:  # noqa: BLE001 - the harness's stream broke
             pass
         if link.ended.is_set():
@@ -285,7 +300,8 @@ class Proxy:
                 instruction_id=iid, error=error).SerializeToString()
         _LOG.warning("%s; failed %d in-flight instruction(s) for the runner", error,
                      len(link.pending))
-        link.ended.wait(FAIL_GRACE)
+        if link.pending:
+            link.ended.wait(FAIL_GRACE)  # let the runner read the errors before we cut
         self.ext.end(link.wid, link.stage.serial, error)
 
     # -- data and state ------------------------------------------------------------------------

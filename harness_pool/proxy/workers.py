@@ -65,6 +65,7 @@ class Link:
         self.bytes: dict[str, int] = {}
         self.pending: dict[str, None] = {}  # instruction ids sent down, not yet answered
         self.provision_bytes = b""  # the runner's ProvisionInfo, serialized
+        self.control_context: Any = None  # the harness's control stream, once connected
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: list[Any] = []
         self._lock = threading.Lock()  # leaf lock: channels and calls only
@@ -294,9 +295,26 @@ class ExternalWorkers:
                        header, iid, worker.wid)
         return self.link(worker.wid)
 
+    def fail(self, link: Link, error: str) -> None:
+        """Fails the stage of ``link`` for the runner with ``error``.
+
+        The harness's control stream is cancelled; its upstream pump then answers
+        every in-flight instruction to the runner with ``error`` and ends the stage
+        (see ``services.Proxy._control_upstream``). Before the control stream is up
+        there is nothing to answer: the stage just ends.
+        """
+        link.error = link.error or error
+        if link.control_context is not None:
+            link.control_context.cancel()
+        else:
+            self.end(link.wid, link.stage.serial, error)
+
     def end(self, wid: ExternalId, serial: int, error: str = "") -> None:
         """Ends stage ``serial`` of ``wid`` (idempotent): release, cancel, close."""
         with self._cond:
+            current = self._links.get(wid)
+            if current is not None and current.stage.serial == serial:
+                error = error or current.error  # a failure recorded before the end
             stage = self.core.end(wid, serial, time.monotonic(), error)
             link = self._links.pop(wid, None) if stage is not None else None
             if link is not None:

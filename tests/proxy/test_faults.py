@@ -1,0 +1,99 @@
+"""Faults and life cycle: a harness killed mid-bundle, status and health, shutdown."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from harness_pool.sidecar.server import Sidecar
+from tests.proxy.boots import BootLoop
+from tests.proxy.helpers import externals, served, start_beam_boots, wait_for, wait_waiting
+from tests.sidecar.beam_helpers import run
+
+IDS = ("sdk-1", "sdk-2")
+
+
+def _report_and_block(x: int, folder: str) -> int:
+    Path(folder, "pid").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # killed long before this
+        time.sleep(0.05)
+    return x
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_harness_killed_mid_bundle_fails_the_stage_clearly_then_serves_again(
+        sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop],
+        tmp_path: Path) -> None:
+    sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
+    (loop,) = start_beam_boots(sidecar, boots, "sdk-1")
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            run(sidecar.address,
+                lambda p: p | beam.Create([1]) | beam.Map(_report_and_block, str(tmp_path)))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    wait_for(lambda: (tmp_path / "pid").exists(), 60, "the bundle to start")
+    pid = int((tmp_path / "pid").read_text())
+    assert loop.kill_current() == pid  # the harness itself, mid-bundle
+    thread.join(60)
+    assert not thread.is_alive(), "the runner never learnt that its harness died"
+    assert len(errors) == 1
+    message = str(errors[0])
+    assert "sdk-1" in message and "mid-stage" in message, message
+    status = externals(sidecar)["sdk-1"]
+    assert "mid-stage" in status.last_error
+
+    # The boot loop restarts the container; the id waits again and serves the next job.
+    def ok(p: beam.Pipeline) -> None:
+        assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x + 1), equal_to([2, 3]))
+
+    run(sidecar.address, ok)
+    assert served(sidecar)["sdk-1"] == 2
+
+
+def test_status_and_health_count_external_workers(
+        sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop]) -> None:
+    sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
+    status = sidecar.status()
+    assert not status.serving
+    assert {w.pool_id: (w.kind, w.state, w.connected) for w in status.workers} == {
+        "sdk-1": ("external", "disconnected", False), "sdk-2": ("external", "disconnected", False)}
+    start_beam_boots(sidecar, boots, "sdk-2")
+    wait_waiting(sidecar, "sdk-2")
+    status = sidecar.status()
+    assert status.serving
+    assert externals(sidecar)["sdk-2"].connected
+    run(sidecar.address, lambda p: p | beam.Create(["a"]) | beam.Map(str.upper))
+    worker = externals(sidecar)["sdk-2"]
+    assert worker.assignments_served == 1 and worker.bytes_forwarded > 0
+    assert sidecar.metrics.assignments.labels("external")._value.get() == 1
+    assert sidecar.metrics.forwarded.labels("control")._value.get() > 0
+
+
+def test_mixed_pool_prefers_a_waiting_external_worker(
+        sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop]) -> None:
+    sidecar = sidecar_factory(workers=1, external_worker_ids=("sdk-1",), warm=True)
+    (loop,) = start_beam_boots(sidecar, boots, "sdk-1")
+    wait_waiting(sidecar, "sdk-1")
+    run(sidecar.address, lambda p: p | beam.Create([1]) | beam.Map(lambda x: x))
+    assert served(sidecar)["sdk-1"] == 1
+    assert list(sidecar.status().assignments) == [], "the pooled worker was used"
+    # With no external harness waiting (its container is gone), the pool serves.
+    loop.stop()
+    wait_for(lambda: externals(sidecar)["sdk-1"].state == "disconnected", 30)
+    run(sidecar.address, lambda p: p | beam.Create([1]) | beam.Map(lambda x: x))
+    assert len(sidecar.status().assignments) == 1
+    assert served(sidecar)["sdk-1"] == 1
