@@ -87,7 +87,7 @@ def current_step(cfg: CycleConfig, state: CycleState) -> Step:
 
 
 def _poll_delay(cfg: CycleConfig, state: CycleState) -> float:
-    return min(cfg.polling.max_interval, cfg.polling.interval * (1.5 ** state.polls))
+    return min(cfg.polling.max_interval, cfg.polling.interval * (1.5 ** min(state.polls, 30)))
 
 
 def effect_for(cfg: CycleConfig, state: CycleState, now: float) -> Effect:
@@ -101,7 +101,7 @@ def effect_for(cfg: CycleConfig, state: CycleState, now: float) -> Effect:
     phase = state.phase
     delay = _poll_delay(cfg, state) if state.polls else 0.0
     if phase is Phase.FINDING:
-        return Effect("find", job=step.job)
+        return Effect("find", job=step.job, delay=delay)
     if phase is Phase.TRIGGERING:
         kind = "savepoint" if step.action is Action.SAVEPOINT else "stop"
         return Effect(kind, job=step.job, job_id=job_id, trigger_id=state.trigger_id,
@@ -117,13 +117,13 @@ def effect_for(cfg: CycleConfig, state: CycleState, now: float) -> Effect:
         wait = cfg.savepoints.retry_backoff * (2 ** max(0, state.attempt - 1))
         return Effect("sleep", delay=max(0.0, state.step_started + wait - now))
     if phase is Phase.SLOTS:
-        return Effect("slots", job=step.job)
+        return Effect("slots", job=step.job, delay=delay)
     if phase is Phase.SUBMITTING:
         return Effect("submit", job=step.job, job_id=state.pending_job_id,
                       savepoint=_restore_path(cfg, state, step) or "",
                       parallelism=state.parallelism, delay=delay)
     if phase in (Phase.ABORTING,):
-        return Effect("cancel", job=step.job, job_id=job_id)
+        return Effect("cancel", job=step.job, job_id=job_id, delay=delay)
     if phase is Phase.SLEEPING:
         return Effect("sleep", delay=max(0.0, state.step_started + step.duration - now))
     raise AssertionError(f"no effect for phase {phase}")  # START is always left at once

@@ -1,0 +1,173 @@
+"""The runner with the in-memory fake backend and a fake clock: policy and crash safety.
+
+No sleeps: ``FakeClock.sleep`` only advances time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness_pool._errors import PermanentError
+from harness_pool.scheduler.model import CycleStatus
+from harness_pool.scheduler.runner import CycleRunner
+from harness_pool.scheduler.store import FileStateStore
+from harness_pool.testing.fake_backend import FakeBackend, FakeClock
+
+from .helpers import cycle, runner, with_streaming
+
+
+def streaming_jobs(backend: FakeBackend) -> list:
+    return [j for j in backend.jobs.values() if j.name == "streaming" and j.state == "RUNNING"]
+
+
+def test_full_cycle_resumes_from_the_savepoint_it_took(tmp_path):
+    backend = with_streaming(FakeBackend())
+    state = runner(tmp_path, backend).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    [job] = streaming_jobs(backend)
+    assert job.savepoint == state.history[-1].path
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == ["FINISHED"]
+    assert state.cycles[-1].downtime["streaming"] > 0
+
+
+def test_bounded_job_failure_still_resumes_streaming_and_reports_failed(tmp_path):
+    backend = with_streaming(FakeBackend(bounded_outcome="FAILED"))
+    state = runner(tmp_path, backend).run_once()
+    assert not state.cycles[-1].ok
+    assert "bounded: job is FAILED" in state.cycles[-1].failure
+    [job] = streaming_jobs(backend)
+    assert job.savepoint == state.history[-1].path
+
+
+def test_never_finishing_bounded_job_is_cancelled_and_streaming_resumed(tmp_path):
+    backend = with_streaming(FakeBackend(bounded_outcome="NEVER"))
+    clock = FakeClock()
+    state = runner(tmp_path, backend, clock).run_once()
+    assert "still RUNNING after 30 s" in state.cycles[-1].failure
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == ["CANCELED"]
+    assert len(streaming_jobs(backend)) == 1
+    assert clock.slept >= 30
+
+
+def test_failed_savepoint_is_retried_with_backoff(tmp_path):
+    backend = with_streaming(FakeBackend(fail_savepoints=2))
+    clock = FakeClock()
+    state = runner(tmp_path, backend, clock).run_once()
+    assert state.cycles[-1].ok
+    assert state.savepoint_failures == 2
+    assert len([c for c in backend.calls if c[0] == "stop"]) == 3
+    assert clock.slept >= 1 + 2  # backoff 1 s, then 2 s
+
+
+def test_savepoint_failing_every_time_leaves_streaming_running(tmp_path):
+    backend = with_streaming(FakeBackend(fail_savepoints=99))
+    state = runner(tmp_path, backend).run_once()
+    assert "failed 3 times; job left RUNNING" in state.cycles[-1].failure
+    assert backend.jobs["s0"].state == "RUNNING"
+    assert not [c for c in backend.calls if c[0] == "submit"], "bounded must not start"
+
+
+def test_unreachable_flink_fails_the_cycle_clearly_and_keeps_state_readable(tmp_path):
+    backend = with_streaming(FakeBackend(unreachable=True))
+    r = runner(tmp_path, backend)
+    state = r.run_once()
+    assert "unreachable" in state.cycles[-1].failure
+    assert state.status is CycleStatus.IDLE
+    json.loads((tmp_path / "state.json").read_text())
+
+
+def test_no_running_copy_and_two_copies_are_refused(tmp_path):
+    state = runner(tmp_path, FakeBackend()).run_once()
+    assert "no running copy" in state.cycles[-1].failure
+    backend = with_streaming(FakeBackend())
+    backend.jobs["s1"] = backend.jobs["s0"].__class__("streaming", "RUNNING", None, None)
+    state = runner(tmp_path / "b", backend).run_once()
+    assert "2 running copies" in state.cycles[-1].failure
+
+
+def test_retention_disposes_of_savepoints_beyond_keep(tmp_path):
+    backend = with_streaming(FakeBackend())
+    r = runner(tmp_path, backend, savepoints={"keep": 1})
+    first = r.run_once().history[-1].path
+    state = r.run_once()
+    assert backend.disposed == [first]
+    assert [h.path for h in state.history] != [first]
+    assert len(state.history) == 1
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingRunner(CycleRunner):
+    """Raises at a named point, like SIGKILL but in-process: nothing after it runs."""
+
+    seen: list[str]
+
+    def _maybe_die(self, point: str) -> None:
+        self.seen.append(point)
+        if point == self.kill_at:
+            raise Crash(point)
+
+
+def _points(tmp_path) -> list[str]:
+    backend = with_streaming(FakeBackend())
+    cfg = cycle(tmp_path / "probe")
+    r = CrashingRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                       kill_at="")
+    r.seen = []
+    r.run_once()
+    return sorted(set(r.seen), key=r.seen.index)
+
+
+def test_crash_at_every_point_then_restart_completes_exactly_once(tmp_path):
+    points = _points(tmp_path)
+    assert "after-stop@running:0" in points and "before-dispose@finishing:4" in points
+    for i, point in enumerate(points):
+        backend = with_streaming(FakeBackend())
+        cfg = cycle(tmp_path / str(i))
+        crashing = CrashingRunner(cfg, backend, FileStateStore(cfg.state.path),
+                                  clock=FakeClock(), kill_at=point)
+        crashing.seen = []
+        with pytest.raises(Crash):
+            crashing.run_once()
+        state = CycleRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                            kill_at="").run_once()
+        assert state.cycles[-1].ok, (point, state.cycles[-1].failure)
+        running = streaming_jobs(backend)
+        assert len(running) == 1, point
+        assert running[0].savepoint == state.history[-1].path, point
+        assert len([j for j in backend.jobs.values() if j.name == "bounded"]) == 1, point
+        stops = {c[1] for c in backend.calls if c[0] == "stop"}
+        assert stops == {"s0"}, point
+        assert len(backend.triggers) == 1, f"{point}: a second savepoint was triggered"
+
+
+class NotLeader:
+    def is_leader(self, now: float) -> bool:
+        return False
+
+
+def test_a_replica_without_the_lease_does_not_act(tmp_path):
+    backend = with_streaming(FakeBackend())
+    cfg = cycle(tmp_path)
+    r = CycleRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                    leader=NotLeader(), kill_at="")
+    with pytest.raises(PermanentError, match="lost the lease"):
+        r.run_once()
+    assert not [c for c in backend.calls if c[0] in ("stop", "submit")]
+
+
+def test_metrics_record_cycle_steps_and_downtime(tmp_path):
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    r = runner(tmp_path, with_streaming(FakeBackend()))
+    r.run_once()
+    text = generate_latest(r.metrics.registry).decode()
+    assert 'harness_pool_scheduler_cycles_total{cycle="t",result="ok"} 1.0' in text
+    assert 'harness_pool_scheduler_step_seconds_count{action="suspend",cycle="t",job="streaming"}' \
+        in text
+    assert "harness_pool_scheduler_streaming_downtime_seconds{job=\"streaming\"}" in text
+    assert "harness_pool_scheduler_savepoint_seconds_count{job=\"streaming\"} 1.0" in text
