@@ -64,6 +64,7 @@ class _Refused(Exception):
 class Proxy:
     def __init__(self, ext: ExternalWorkers) -> None:
         self.ext = ext
+        self._counters: dict[str, Any] = {}
 
     # -- helpers ------------------------------------------------------------------
 
@@ -79,7 +80,10 @@ class Proxy:
 
     def _count(self, link: Link, service: str, n: int) -> None:
         link.count(service, n)
-        self.ext.metrics.forwarded.labels(service).inc(n)
+        counter = self._counters.get(service)
+        if counter is None:
+            counter = self._counters[service] = self.ext.metrics.forwarded.labels(service)
+        counter.inc(n)
 
     def _check_size(self, link: Link, service: str, raw: bytes) -> None:
         if len(raw) > self.ext.max_message_bytes:
@@ -267,7 +271,8 @@ class Proxy:
         link.pending[req.instruction_id] = None
         changed, seen = rewrite.instruction(req, self.ext.address)
         bundles = [req.instruction_id] if req.WhichOneof("request") == "process_bundle" else []
-        self.ext.learned(link, bundles, seen)
+        if bundles or seen:
+            self.ext.learned(link, bundles, seen)
         self._count(link, "control", len(raw))
         return req.SerializeToString() if changed else raw
 
