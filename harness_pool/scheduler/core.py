@@ -126,7 +126,7 @@ def effect_for(cfg: CycleConfig, state: CycleState, now: float) -> Effect:
         return Effect("cancel", job=step.job, job_id=job_id, delay=delay)
     if phase is Phase.SLEEPING:
         return Effect("sleep", delay=max(0.0, state.step_started + step.duration - now))
-    raise AssertionError(f"no effect for phase {phase}")  # START is always left at once
+    return Effect("sleep")  # START: a no-op; the next decide enters the step
 
 
 def decide(cfg: CycleConfig, state: CycleState, event: Event, now: float) -> Decision:
@@ -136,7 +136,7 @@ def decide(cfg: CycleConfig, state: CycleState, event: Event, now: float) -> Dec
         return Decision(new, IDLE, "no cycle in progress")
     if new.status is CycleStatus.FINISHING:
         return _finish(cfg, new, event, now)
-    if isinstance(event, Begin):
+    if isinstance(event, Begin) and new.phase is not Phase.START:
         return Decision(new, effect_for(cfg, new, now),
                         f"re-entering step {new.step_index} phase {new.phase.value}")
     step = current_step(cfg, new)
@@ -243,6 +243,7 @@ def _polling(cfg: CycleConfig, s: CycleState, step: Step, ev: Event, now: float)
         return Decision(s, effect_for(cfg, s, now))
     if isinstance(ev, SavepointFailed):
         s.savepoint_failures += 1
+        s.last_error = ev.reason
         s.stopped_at.pop(step.job, None)
         s.move(Phase.CHECKING)
         return Decision(s, effect_for(cfg, s, now),
@@ -262,12 +263,12 @@ def _checking(cfg: CycleConfig, s: CycleState, step: Step, ev: Event, now: float
     if not isinstance(ev, JobState):
         return _unexpected(cfg, s, ev, now)
     if ev.state != "RUNNING":
-        return _fail_step(cfg, s, now, f"savepoint of {step.job} failed and the job is "
-                          f"{ev.state or 'GONE'}: STREAMING JOB {step.job.upper()} IS NOT "
-                          "RUNNING; resume it by hand")
+        return _fail_step(cfg, s, now, f"savepoint of {step.job} ({s.jobs.get(step.job)}) "
+                          f"failed ({s.last_error}) and the job is {ev.state or 'GONE'}: "
+                          f"JOB {step.job.upper()} IS NOT RUNNING; resume it by hand")
     if s.attempt >= cfg.savepoints.retries:
-        return _fail_step(cfg, s, now, f"savepoint of {step.job} failed {s.attempt + 1} times; "
-                          "job left RUNNING")
+        return _fail_step(cfg, s, now, f"savepoint of {step.job} failed {s.attempt + 1} times "
+                          f"(last: {s.last_error}); job left RUNNING")
     s.attempt += 1
     s.step_started = now
     s.move(Phase.BACKOFF)

@@ -138,6 +138,8 @@ class CycleState:
     downtime: dict[str, float] = field(default_factory=dict)
     recovery: list[str] = field(default_factory=list)
     failure: str = ""
+    last_error: str = ""
+    """Why the last savepoint attempt failed (kept for the final message)."""
     history: list[SavepointRecord] = field(default_factory=list)
     cycles: list[CycleSummary] = field(default_factory=list)
     savepoint_failures: int = 0

@@ -64,7 +64,7 @@ def test_failed_savepoint_is_retried_with_backoff(tmp_path):
 def test_savepoint_failing_every_time_leaves_streaming_running(tmp_path):
     backend = with_streaming(FakeBackend(fail_savepoints=99))
     state = runner(tmp_path, backend).run_once()
-    assert "failed 3 times; job left RUNNING" in state.cycles[-1].failure
+    assert "failed 3 times (last: disk full); job left RUNNING" in state.cycles[-1].failure
     assert backend.jobs["s0"].state == "RUNNING"
     assert not [c for c in backend.calls if c[0] == "submit"], "bounded must not start"
 

@@ -190,5 +190,5 @@ def _first_cause(text: str) -> str:
     """The innermost 'Caused by' line of a Java stack trace (what an operator needs)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     caused = [ln for ln in lines if ln.startswith("Caused by:")]
-    line = caused[-1] if caused else (lines[0] if lines else text)
+    line = caused[-1].removeprefix("Caused by: ") if caused else (lines[0] if lines else text)
     return line[:400]
