@@ -35,7 +35,8 @@ def generate(into: Path) -> list[Path]:
         ]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {proto}")
-    return sorted(p for p in (into / "harness_pool" / "v1").glob("*") if p.suffix in (".py", ".pyi"))
+    out = into / "harness_pool" / "v1"
+    return sorted(p for p in out.glob("*") if p.suffix in (".py", ".pyi"))
 
 
 def main() -> int:

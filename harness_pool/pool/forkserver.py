@@ -64,7 +64,7 @@ def _child(sidecar: str, pool_id: str, flavor: str) -> None:
         sys.stdout = os.fdopen(1, "w", buffering=1)
         worker.setup_logging(pool_id)
         code = worker.run(sidecar, pool_id, flavor, started_at=time.monotonic())
-    except BaseException:  # noqa: BLE001 - the child must never return into the zygote
+    except BaseException:
         traceback.print_exc()
     finally:
         worker.exit_now(code)

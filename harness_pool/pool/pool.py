@@ -266,7 +266,8 @@ class Pool:
         if state is WorkerState.ASSIGNED and not error:
             reason, message = "start_timeout", (
                 f"worker {worker.pool_id} did not connect to the runner's control endpoint "
-                f"{assignment.control_endpoint or '(from provision info)'} within {start_timeout:g}s"
+                f"{assignment.control_endpoint or '(from provision info)'} "
+                f"within {start_timeout:g}s"
             )
         elif state is WorkerState.EXITED:
             reason, message = "worker_died", (

@@ -139,7 +139,7 @@ class Supervisor:
             self._thread.join()
         with self._lock:
             procs = dict(self._procs)
-        for pool_id, proc in procs.items():
+        for proc in procs.values():
             try:
                 proc.send_signal(signal.SIGTERM)
             except OSError:

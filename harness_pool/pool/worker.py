@@ -30,7 +30,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 _T0 = time.monotonic()
 
@@ -43,12 +43,11 @@ _LOG = logging.getLogger("harness_pool.worker")
 
 def _import_harness(flavor: str) -> Any:
     """Imports everything a stage will need, so that an assignment costs no imports."""
-    from apache_beam.runners.worker import sdk_worker_main
-
     # Beam's operations and coders register themselves on import; import the
     # heavy parts now, while warming, rather than when the first bundle arrives.
-    import apache_beam.runners.worker.bundle_processor  # noqa: F401
+    import apache_beam.runners.worker.bundle_processor
     import apache_beam.transforms.core  # noqa: F401
+    from apache_beam.runners.worker import sdk_worker_main
 
     if flavor == "pyflink":
         # Registers PyFlink's operations and coders with Beam's bundle processor
@@ -233,7 +232,7 @@ def _quiet_beam(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith("apache_beam")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(
         prog="harness-pool worker",
         description="A pooled SDK worker (started by 'harness-pool serve', not by hand).",
@@ -258,7 +257,7 @@ def setup_logging(pool_id: str) -> None:
     root.setLevel(logging.INFO)
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Beam's harness leaves non-daemon executor threads behind; the process has
     served its one assignment, so leave without waiting for them."""
     logging.shutdown()

@@ -28,6 +28,6 @@ def require_worker_id(context: grpc.ServicerContext, service: str) -> str:
 
 
 def status_of(exc: HarnessPoolError) -> grpc.StatusCode:
-    """The exact status code for an error (``code`` attribute names it), else FAILED_PRECONDITION."""
+    """The exact status code an error's ``code`` attribute names, else FAILED_PRECONDITION."""
     name = getattr(exc, "code", "FAILED_PRECONDITION")
     return getattr(grpc.StatusCode, name, grpc.StatusCode.FAILED_PRECONDITION)

@@ -82,7 +82,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
     ids = tuple(i.strip() for i in args.external_worker_ids.split(",") if i.strip())
     return SidecarSettings(
         host=args.host, port=args.port, workers=args.workers, max_processes=args.max_processes,
-        flavor=args.flavor, spawn=args.spawn, assign_timeout=args.assign_timeout, start_timeout=args.start_timeout,
+        flavor=args.flavor, spawn=args.spawn, assign_timeout=args.assign_timeout,
+        start_timeout=args.start_timeout,
         provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
         stop_grace=args.stop_grace, id_prefix=args.id_prefix, external_worker_ids=ids,
         provision_hold_timeout=args.provision_hold_timeout, metrics_port=args.metrics_port,

@@ -30,10 +30,9 @@ from harness_pool.pool.pool import Pool
 from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
 from harness_pool.sidecar.admin_service import Health, PoolAdminServicer
 from harness_pool.sidecar.dispatch import PooledDispatcher
-from harness_pool.sidecar.runner_service import Dispatcher
 from harness_pool.sidecar.metrics import SidecarMetrics
 from harness_pool.sidecar.registry_service import WorkerRegistryServicer
-from harness_pool.sidecar.runner_service import ExternalWorkerPoolServicer
+from harness_pool.sidecar.runner_service import Dispatcher, ExternalWorkerPoolServicer
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
 

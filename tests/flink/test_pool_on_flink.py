@@ -107,7 +107,8 @@ def test_three_jobs_in_a_row_never_share_a_process(pool_on_flink: PoolOnFlink) -
         pids_by_job.append({r["pid"] for r in job_assignments(env, before)})
         assert env.sidecar is not None and env.sidecar.wait_warm(4, timeout=120)
     assert not (pids_by_job[0] & pids_by_job[1]) and not (pids_by_job[1] & pids_by_job[2])
-    assert not [p for pids in pids_by_job for p in pids if pid_alive(p)], "a worker outlived its job"
+    outlived = [p for pids in pids_by_job for p in pids if pid_alive(p)]
+    assert not outlived, "a worker outlived its job"
 
 
 def test_module_shipped_with_pyfs_is_importable_then_gone(pool_on_flink: PoolOnFlink,

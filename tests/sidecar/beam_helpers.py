@@ -86,7 +86,7 @@ class BackgroundJob:
 
             try:
                 run(address, build, runner)
-            except BaseException as exc:  # noqa: BLE001 - reported to the test
+            except BaseException as exc:
                 self.error = exc
 
         self.thread = threading.Thread(target=body, daemon=True)

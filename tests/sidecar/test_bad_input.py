@@ -12,9 +12,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
-from tests.sidecar_fixtures import pid_alive
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
 from tests.sidecar.beam_helpers import BackgroundJob, run
+from tests.sidecar_fixtures import pid_alive
 
 
 def _closed_port() -> int:
@@ -41,7 +41,8 @@ CASES = [
     pytest.param(dict(worker_id="s-2", provision_endpoint=_url("CLOSED")),
                  "provision endpoint 127.0.0.1:", id="unreachable-provision"),
     pytest.param(dict(worker_id="s-3", control_endpoint=_url("127.0.0.1:1"),
-                      params={"NOT=A NAME": "x"}), "params key 'NOT=A NAME'", id="garbage-param-key"),
+                      params={"NOT=A NAME": "x"}), "params key 'NOT=A NAME'",
+                 id="garbage-param-key"),
     pytest.param(dict(worker_id="s-4", control_endpoint=_url("127.0.0.1:1"),
                       params={"_PYTHON_WORKING_DIR": "/nonexistent/dir"}),
                  "'/nonexistent/dir' is not a directory", id="missing-working-dir"),

@@ -36,9 +36,10 @@ def test_kill_9_mid_bundle_fails_the_job_and_the_pool_recovers(sidecar_factory, 
 
 def test_stage_whose_runner_vanished_is_recycled(sidecar_factory) -> None:
     """A runner that dies without StopWorker: the control stream closes, the worker goes."""
+    from concurrent import futures
+
     from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
     from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer  # noqa: F401
-    from concurrent import futures
 
     # A minimal runner: a control server that accepts one harness, then dies.
     connected = threading.Event()

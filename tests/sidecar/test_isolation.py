@@ -62,8 +62,8 @@ def test_burst_beyond_the_pool_waits_and_is_served(sidecar_factory, tmp_path) ->
 
 def test_burst_beyond_the_pool_gets_a_clear_error_after_timeout(sidecar_factory,
                                                                 tmp_path: Path) -> None:
-    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
     import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
 
     sidecar = sidecar_factory(workers=1, max_processes=1, assign_timeout=1.0)
     job = BackgroundJob(sidecar.address, str(tmp_path))

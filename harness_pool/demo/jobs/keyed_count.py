@@ -1,10 +1,10 @@
 """PyFlink DataStream job: keyed running counts in ValueState, at parallelism 4.
 
 Usage: ``keyed_count.py OUT_DIR [RECORDS] [RATE]``; with RATE, the source is
-throttled to about RATE records a second so that a test can act mid-job. Each Python worker appends the
-final count it saw for each key, and its pid, to ``OUT_DIR/result-<pid>.csv``
-as ``key,count`` lines (one line per update; the test reads the maximum), and
-records ``os.getpid()`` so a test can tell which processes served the job.
+throttled to about RATE records a second so that a test can act mid-job.
+Each Python worker appends every count update as ``key,count`` to
+``OUT_DIR/result-<pid>.csv`` (the final count is the maximum per key), after a
+``#pid,<pid>,<leaked>`` line that tells which process served the subtask.
 It also sets a module-level global and reports whether it was already set
 (it must never be: no process serves two jobs).
 """
