@@ -49,6 +49,7 @@ from harness_pool.scheduler.model import (
 
 IDLE = Effect("idle")
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+TRANSIENT = ("CREATED", "INITIALIZING", "RECONCILING", "RESTARTING")
 KEEP_CYCLES = 20
 
 
@@ -262,6 +263,8 @@ def _polling(cfg: CycleConfig, s: CycleState, step: Step, ev: Event, now: float)
 def _checking(cfg: CycleConfig, s: CycleState, step: Step, ev: Event, now: float) -> Decision:
     if not isinstance(ev, JobState):
         return _unexpected(cfg, s, ev, now)
+    if ev.state in TRANSIENT and now < s.deadline:
+        return _poll_again(cfg, s, now, f"{step.job} is {ev.state} after the failed savepoint")
     if ev.state != "RUNNING":
         return _fail_step(cfg, s, now, f"savepoint of {step.job} ({s.jobs.get(step.job)}) "
                           f"failed ({s.last_error}) and the job is {ev.state or 'GONE'}: "

@@ -1,0 +1,208 @@
+"""An in-process fake of the Ververica Platform REST API (application manager, v1).
+
+Paths, as documented for ``/api/v1/namespaces/{ns}``:
+
+- ``GET /deployments/{name}``, ``PATCH /deployments/{name}`` (JSON merge patch
+  of ``spec.state``: RUNNING, SUSPENDED, CANCELLED; ``spec.restoreStrategy``;
+  ``metadata.annotations``);
+- ``GET /savepoints?deploymentId=...``, ``DELETE /savepoints/{id}``.
+
+A deployment's ``status.state`` moves toward ``spec.state`` one step per read
+(TRANSITIONING first), like the platform's asynchronous reconciliation.
+Suspending a STATEFUL deployment takes a savepoint (origin SUSPEND); starting
+with restoreStrategy LATEST_SAVEPOINT restores the newest COMPLETED one
+(``restored_from`` logs it). Failure switches: ``savepoint_fails`` (the
+suspend savepoint FAILS and the deployment keeps RUNNING), ``never_finishes``
+(a bounded deployment never reaches FINISHED).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|savepoints)"
+                   r"(?:/(?P<name>[^/]+))?/?$")
+
+
+@dataclass
+class VervericaSwitches:
+    savepoint_fails: set[str] = field(default_factory=set)
+    never_finishes: set[str] = field(default_factory=set)
+    finish_after_reads: int = 3
+
+
+class FakeVerverica:
+    def __init__(self, switches: VervericaSwitches | None = None) -> None:
+        self.switches = switches or VervericaSwitches()
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.savepoints: list[dict[str, Any]] = []
+        self.restored_from: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+        self._clock = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="fake-ververica")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeVerverica:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def add_deployment(self, name: str, state: str = "RUNNING",
+                       namespace: str = "default") -> dict[str, Any]:
+        dep = {
+            "kind": "Deployment", "apiVersion": "v1",
+            "metadata": {"name": name, "id": str(uuid.uuid4()), "namespace": namespace,
+                         "annotations": {}},
+            "spec": {"state": state, "upgradeStrategy": {"kind": "STATEFUL"},
+                     "restoreStrategy": {"kind": "LATEST_SAVEPOINT"},
+                     "template": {"spec": {"parallelism": 1}}},
+            "status": {"state": state, "running": {"jobId": uuid.uuid4().hex}},
+        }
+        self.deployments[name] = dep
+        return dep
+
+    # -- platform behaviour ---------------------------------------------------------
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _step(self, dep: dict[str, Any]) -> None:
+        name = dep["metadata"]["name"]
+        want, have = dep["spec"]["state"], dep["status"]["state"]
+        if want == have or (want == "RUNNING" and have == "FINISHED"
+                            and dep["status"].get("_startedNonce") == dep.get("_nonce", 0)):
+            if have == "RUNNING" and name.startswith("bounded") \
+                    and name not in self.switches.never_finishes:
+                dep["_reads"] = dep.get("_reads", 0) + 1
+                if dep["_reads"] >= self.switches.finish_after_reads:
+                    dep["status"]["state"] = "FINISHED"
+            return
+        if have != "TRANSITIONING":
+            dep["status"]["state"] = "TRANSITIONING"
+            dep["_from"] = have
+            return
+        if want == "SUSPENDED":
+            self._suspend(dep, name)
+        elif want == "RUNNING":
+            restore = None
+            if dep["spec"].get("restoreStrategy", {}).get("kind") == "LATEST_SAVEPOINT":
+                done = [s for s in self.savepoints if s["metadata"]["deploymentId"] ==
+                        dep["metadata"]["id"] and s["status"]["state"] == "COMPLETED"]
+                restore = done[-1]["spec"]["savepointLocation"] if done else None
+            self.restored_from.append((name, restore))
+            dep["status"] = {"state": "RUNNING", "running": {"jobId": uuid.uuid4().hex},
+                             "_startedNonce": dep.get("_nonce", 0)}
+            dep["_reads"] = 0
+        else:
+            dep["status"]["state"] = want
+
+    def _suspend(self, dep: dict[str, Any], name: str) -> None:
+        failed = name in self.switches.savepoint_fails
+        n = self._tick()
+        self.savepoints.append({
+            "kind": "Savepoint",
+            "metadata": {"id": str(uuid.uuid4()), "deploymentId": dep["metadata"]["id"],
+                         "origin": "SUSPEND", "createdAt": n},
+            "spec": {"savepointLocation": "" if failed else f"s3://sp/{name}/savepoint-{n:04d}"},
+            "status": {"state": "FAILED" if failed else "COMPLETED",
+                       **({"failure": {"message": "Savepoint failed: checkpoint declined"}}
+                          if failed else {})},
+        })
+        dep["status"]["state"] = "RUNNING" if failed else "SUSPENDED"
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self, method: str) -> None:
+                path, _, query = self.path.partition("?")
+                match = _PATH.match(path)
+                if not match:
+                    self._reply(404, {"message": f"no route {path}"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                with fake.lock:
+                    code, out = fake._serve(method, match["kind"], match["name"], query, body)
+                self._reply(code, out)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._route("GET")
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._route("PATCH")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._route("DELETE")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def _serve(self, method: str, kind: str, name: str | None, query: str,
+               body: dict[str, Any]) -> tuple[int, Any]:
+        if kind == "savepoints":
+            if method == "GET":
+                dep_id = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get(
+                    "deploymentId")
+                items = [s for s in self.savepoints
+                         if dep_id is None or s["metadata"]["deploymentId"] == dep_id]
+                return 200, {"kind": "SavepointList", "items": items}
+            if method == "DELETE":
+                before = len(self.savepoints)
+                self.savepoints = [s for s in self.savepoints if s["metadata"]["id"] != name]
+                return (200, {}) if len(self.savepoints) < before else \
+                    (404, {"message": f"savepoint {name} not found"})
+        dep = self.deployments.get(name or "")
+        if dep is None:
+            return 404, {"message": f"deployment {name} not found"}
+        if method == "GET":
+            self._step(dep)
+            return 200, {k: v for k, v in dep.items() if not k.startswith("_")}
+        if method == "PATCH":
+            state = body.get("spec", {}).get("state")
+            if state and state not in ("RUNNING", "SUSPENDED", "CANCELLED"):
+                return 400, {"message": f"spec.state {state!r} is not one of RUNNING, "
+                             "SUSPENDED, CANCELLED"}
+            _merge(dep, body)
+            if state == "RUNNING" and dep["status"]["state"] != "RUNNING":
+                dep["_nonce"] = dep.get("_nonce", 0) + 1
+            return 200, {k: v for k, v in dep.items() if not k.startswith("_")}
+        return 405, {"message": f"{method} not allowed"}
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
