@@ -52,9 +52,10 @@ ENV PATH=/opt/harness-pool/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /home/harness
-# 50000: the sidecar (StartWorker, Fn API in fixed-endpoint mode, gRPC health).
+# 50000: the sidecar (StartWorker, Fn API in fixed-endpoint mode), loopback by default.
+# 50001: the sidecar's gRPC health only, for Kubernetes probes (serve --health-port 50001).
 # 9464: the sidecar's /metrics (serve --metrics-port 9464).
 # 9465: the scheduler's /metrics and /healthz (scheduler run --metrics-port 9465).
-EXPOSE 50000 9464 9465
+EXPOSE 50000 50001 9464 9465
 ENTRYPOINT ["harness-pool"]
-CMD ["serve", "--host", "0.0.0.0", "--metrics-port", "9464"]
+CMD ["serve", "--health-port", "50001", "--metrics-port", "9464", "--metrics-host", "0.0.0.0"]

@@ -58,6 +58,11 @@ def register(sub: Any) -> None:
     p.add_argument("--provision-hold-timeout", type=float, default=d.provision_hold_timeout,
                    help="fixed-endpoint mode: seconds GetProvisionInfo from an unassigned "
                    "external worker is held before UNAVAILABLE")
+    p.add_argument("--health-port", type=int, default=d.health_port,
+                   help="extra port serving only gRPC health (for Kubernetes probes), so "
+                   "--host can stay on loopback; 0 = health only on --port")
+    p.add_argument("--health-host", default=d.health_host,
+                   help="address the --health-port listener binds")
     p.add_argument("--metrics-port", type=int, default=d.metrics_port,
                    help="Prometheus /metrics port; 0 disables")
     p.add_argument("--metrics-host", default=d.metrics_host,
@@ -86,7 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         start_timeout=args.start_timeout,
         provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
         stop_grace=args.stop_grace, id_prefix=args.id_prefix, external_worker_ids=ids,
-        provision_hold_timeout=args.provision_hold_timeout, metrics_port=args.metrics_port,
+        provision_hold_timeout=args.provision_hold_timeout, health_port=args.health_port,
+        health_host=args.health_host, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
 

@@ -68,6 +68,7 @@ class Sidecar:
         self.pool.on_change = self.health.refresh
         self._launcher = launcher
         self._owned_launcher: Launcher | None = None
+        self._health_server: grpc.Server | None = None
         self.supervisor: Supervisor | None = None
         self.address = ""
         self.metrics_port = 0
@@ -103,12 +104,7 @@ class Sidecar:
     def start(self) -> str:
         """Binds, starts serving and starts warming workers; returns HOST:PORT."""
         s = self.settings
-        try:
-            port = self.server.add_insecure_port(f"{s.host}:{s.port}")
-        except RuntimeError as exc:
-            raise PermanentError(f"cannot listen on {s.host}:{s.port}: {exc}") from exc
-        if not port:
-            raise PermanentError(f"cannot listen on {s.host}:{s.port} (in use?)")
+        port = _bind(self.server, s.host, s.port)
         self.address = f"{s.host}:{port}"
         reach = self.address if s.host not in ("0.0.0.0", "::", "[::]") else f"127.0.0.1:{port}"
         # -- fixed-endpoint mode (harness_pool.proxy): endpoints it hands out name us.
@@ -120,12 +116,20 @@ class Sidecar:
         self._owned_launcher = launcher if self._launcher is None else None
         self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace)
         self.pool.supervisor = self.supervisor
+        if s.health_port:
+            self._health_server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="hp-health"))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer,
+                                                         self._health_server)
+            _bind(self._health_server, s.health_host, s.health_port)
+            self._health_server.start()
         self.server.start()
         self.supervisor.start()
         if s.metrics_port:
             self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
-        _LOG.info("sidecar listening on %s (flavor %s); warming %d workers%s", self.address,
-                  s.flavor, s.workers,
+        _LOG.info("sidecar listening on %s (flavor %s, %s); warming %d workers%s%s",
+                  self.address, s.flavor, s.spawn, s.workers,
+                  f"; health on {s.health_host}:{s.health_port}" if s.health_port else "",
                   f"; metrics on :{self.metrics_port}/metrics" if self.metrics_port else "")
         return self.address
 
@@ -156,6 +160,8 @@ class Sidecar:
         if self.external is not None:
             self.external.stop()
         self.server.stop(grace=1.0).wait()
+        if self._health_server is not None:
+            self._health_server.stop(grace=0.5).wait()
         if self.supervisor is not None:
             self.supervisor.shutdown(s.stop_grace)
         close = getattr(self._owned_launcher, "close", None)
@@ -176,3 +182,13 @@ class Sidecar:
             flavor=self.settings.flavor, target_idle=self.settings.workers,
             workers=workers, assignments=history, draining=self.core.draining,
         )
+
+
+def _bind(server: grpc.Server, host: str, port: int) -> int:
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise PermanentError(f"cannot listen on {host}:{port}: {exc}") from exc
+    if not bound:
+        raise PermanentError(f"cannot listen on {host}:{port} (in use?)")
+    return int(bound)

@@ -67,6 +67,13 @@ class SidecarSettings:
     """Fixed-endpoint mode: how long GetProvisionInfo from an unassigned external worker
     is held before it answers UNAVAILABLE (the boot retries; no crash loop)."""
 
+    health_port: int = 0
+    """A second port serving only gRPC health, for Kubernetes probes (the kubelet dials the
+    pod IP): the main port can then stay on loopback. 0: health only on the main port."""
+
+    health_host: str = "0.0.0.0"
+    """Address the health-only port binds (with health_port)."""
+
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint; 0 disables it."""
 
@@ -107,6 +114,10 @@ class SidecarSettings:
             seen.add(wid)
         if self.workers == 0 and not self.external_worker_ids:
             problems.append("--workers 0 needs --external-worker-ids, or nothing can serve")
+        if not 0 <= self.health_port <= 65535:
+            problems.append(f"--health-port: {self.health_port} is not a port number")
+        elif self.health_port and self.health_port == self.port:
+            problems.append(f"--health-port: {self.health_port} is the same as --port")
         if not 0 <= self.metrics_port <= 65535:
             problems.append(f"--metrics-port: {self.metrics_port} is not a port number")
         if problems:

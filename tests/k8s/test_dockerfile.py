@@ -96,7 +96,8 @@ def test_entry_point_is_the_console_script() -> None:
     assert scripts["harness-pool"] == "harness_pool.cli:main"
     cmd = exec_form("CMD", final)
     args = build_parser().parse_args(cmd)
-    assert args.command == "serve" and args.host == "0.0.0.0"
+    assert args.command == "serve" and args.host == "127.0.0.1"
+    assert args.health_port and args.health_host == "0.0.0.0" and args.metrics_host == "0.0.0.0"
 
 
 def test_base_image_is_pinned_and_matches_requires_python() -> None:
@@ -153,7 +154,7 @@ def test_exposed_ports_are_the_ports_the_manifests_use() -> None:
     used = {SidecarSettings().port}
     for _, spec in pod_specs():
         side = container(spec, SIDECAR)
-        used |= {port_named(side, "pool"), port_named(side, "pool-metrics")}
+        used |= {port_named(side, "pool-health"), port_named(side, "pool-metrics")}
     dep = find(kustomize_build(), "Deployment", "harness-pool-scheduler")
     used.add(port_named(dep["spec"]["template"]["spec"]["containers"][0], "metrics"))
     assert used == exposed, f"EXPOSE {sorted(exposed)}; manifests use {sorted(used)}"

@@ -176,11 +176,14 @@ def test_sidecar_flags_ports_probes_agree(where: str, spec: dict[str, Any]) -> N
     assert side in spec["initContainers"] and side["restartPolicy"] == "Always", \
         "the sidecar is a native sidecar (Flink's TaskManager pods restart nothing)"
     s = sidecar_settings(side["args"])
-    assert s.host == "0.0.0.0", "the kubelet's grpc probes dial the pod IP"
-    assert port_named(side, "pool") == s.port
+    assert s.host == "127.0.0.1", "the pool's port stays on loopback (the runner is in the pod)"
+    assert s.health_port and s.health_host == "0.0.0.0", \
+        "the kubelet's grpc probes dial the pod IP: a health-only port listens there"
+    assert port_named(side, "pool-health") == s.health_port
     assert port_named(side, "pool-metrics") == s.metrics_port != 0
+    assert s.metrics_host == "0.0.0.0", "Prometheus scrapes the pod IP"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert side[probe]["grpc"]["port"] == s.port, probe
+        assert side[probe]["grpc"]["port"] == s.health_port, probe
     assert side["readinessProbe"]["grpc"]["service"] in READINESS_SERVICES
     assert side["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     grace = spec["terminationGracePeriodSeconds"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -62,59 +62,74 @@ def run_sidecar() -> Iterator[Any]:
         assert not leaked, f"worker processes left behind: {leaked}"
 
 
-def _template(path: Path) -> tuple[dict[str, Any], int, int, int]:
+class Ports(NamedTuple):
+    main: int
+    health: int
+    metrics: int
+
+
+def _template(path: Path) -> tuple[dict[str, Any], Any, Ports]:
+    """The pod spec, the sidecar's settings as written, and free ports to run it on."""
     (pod,) = load_all(path)
     side = container(pod["spec"], SIDECAR)
-    return pod["spec"], port_named(side, "pool"), free_port(), free_port()
+    written = settings_from_args(build_parser().parse_args(side["args"]))
+    assert port_named(side, "pool-health") == written.health_port
+    return pod["spec"], written, Ports(free_port(), free_port(), free_port())
 
 
-def _check_probes(sidecar: Sidecar, spec: dict[str, Any], port: int, ready: bool) -> None:
+def _args(spec: dict[str, Any], written: Any, ports: Ports) -> list[str]:
+    """The sidecar's manifest args with its three ports swapped for free ones."""
+    swaps = {f"--port={written.port}": f"--port={ports.main}",
+             f"--health-port={written.health_port}": f"--health-port={ports.health}",
+             f"--metrics-port={written.metrics_port}": f"--metrics-port={ports.metrics}"}
+    args = [swaps.get(a, a) for a in container(spec, SIDECAR)["args"]]
+    assert len(set(args) - set(container(spec, SIDECAR)["args"])) == 3, args
+    return args
+
+
+def _check_probes(sidecar: Sidecar, spec: dict[str, Any], ports: Ports, ready: bool) -> None:
     side = container(spec, SIDECAR)
     readiness = side["readinessProbe"]["grpc"]["service"]
     liveness = side["livenessProbe"]["grpc"]["service"]
-    assert sidecar.address == f"0.0.0.0:{port}"
+    assert sidecar.address == f"127.0.0.1:{ports.main}", "the pool stays on loopback"
     want = SERVING if ready else NOT_SERVING
-    wait_for(lambda: probe(f"127.0.0.1:{port}", readiness) == want, 120,
+    health = f"127.0.0.1:{ports.health}"
+    wait_for(lambda: probe(health, readiness) == want, 120,
              f"readiness {'SERVING' if ready else 'NOT_SERVING'}")
-    assert probe(f"127.0.0.1:{port}", liveness) == SERVING
+    assert probe(health, liveness) == SERVING
+    assert probe(f"127.0.0.1:{ports.main}", liveness) == SERVING
     ip = pod_ip()
-    if ip:  # the kubelet dials the pod IP, which a loopback-only bind would refuse
-        assert probe(f"{ip}:{port}", liveness) == SERVING
-        assert probe(f"{ip}:{port}", readiness) == want
+    if ip:  # the kubelet dials the pod IP: the health port answers there, the pool does not
+        assert probe(f"{ip}:{ports.health}", liveness) == SERVING
+        assert probe(f"{ip}:{ports.health}", readiness) == want
+        assert probe(f"{ip}:{ports.main}", liveness) is None, "the pool answered off loopback"
 
 
 def test_native_template_sidecar_serves_probes_and_the_taskmanager_address(
         run_sidecar: Any) -> None:
-    spec, old, port, mport = _template(NATIVE_TEMPLATE)
-    side = container(spec, SIDECAR)
-    args = [_swap_port(a, old, port).replace("--metrics-port=9464", f"--metrics-port={mport}")
-            for a in side["args"]]
-    assert args != side["args"]
-    sidecar = run_sidecar(args)
-    _check_probes(sidecar, spec, port, ready=True)
+    spec, written, ports = _template(NATIVE_TEMPLATE)
+    sidecar = run_sidecar(_args(spec, written, ports))
+    _check_probes(sidecar, spec, ports, ready=True)
     # The TaskManager dials what its environment says (port swapped like the args).
     env = env_of(container(spec, FLINK_MAIN))
-    tm_address = _swap_port(env["PYTHON_LOOPBACK_SERVER_ADDRESS"], old, port)
-    assert tm_address == f"127.0.0.1:{port}"
+    tm_address = _swap_port(env["PYTHON_LOOPBACK_SERVER_ADDRESS"], written.port, ports.main)
+    assert tm_address == f"127.0.0.1:{ports.main}"
     assert probe(tm_address, "org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool") \
         == SERVING
-    assert sidecar.metrics_port == mport
+    assert sidecar.metrics_port == ports.metrics
     assert sidecar.status().flavor == "pyflink"
 
 
 def test_fixed_endpoint_sidecar_is_ready_once_an_sdk_container_waits(
         run_sidecar: Any, boots: Any) -> None:  # noqa: F811 - pytest fixture
-    spec, old, port, mport = _template(FIXED_TEMPLATE)
-    side = container(spec, SIDECAR)
-    args = [_swap_port(a, old, port).replace("--metrics-port=9464", f"--metrics-port={mport}")
-            for a in side["args"]]
-    sidecar = run_sidecar(args)
+    spec, written, ports = _template(FIXED_TEMPLATE)
+    sidecar = run_sidecar(_args(spec, written, ports))
     # No SDK container yet: alive, but nothing can take a stage.
-    _check_probes(sidecar, spec, port, ready=False)
+    _check_probes(sidecar, spec, ports, ready=False)
     sdk = next(c for c in spec["initContainers"] if c["name"] != SIDECAR)
     flags = dict(a.lstrip("-").split("=", 1) for a in sdk["args"])
     # The Beam boot contract (tests/proxy/fake_boot.py) with this container's id and
     # provision endpoint; the other endpoints come from ProvisionInfo.
     boots([sys.executable, FAKE_BOOT, "--id", flags["id"], "--provision_endpoint",
-           _swap_port(flags["provision_endpoint"], old, port)])
-    _check_probes(sidecar, spec, port, ready=True)
+           _swap_port(flags["provision_endpoint"], written.port, ports.main)])
+    _check_probes(sidecar, spec, ports, ready=True)
