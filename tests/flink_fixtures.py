@@ -23,7 +23,7 @@ def _skip_reason() -> str | None:
     if shutil.which("java") is None:
         return "no java on PATH"
     try:
-        import pyflink  # noqa: F401, PLC0415
+        import pyflink  # noqa: F401
     except ImportError:
         return "apache-flink is not installed"
     return None
@@ -36,7 +36,7 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory,
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from harness_pool.flink.local_cluster import LocalFlinkCluster  # noqa: PLC0415
+    from harness_pool.flink.local_cluster import LocalFlinkCluster
 
     cluster = LocalFlinkCluster(tmp_path_factory.mktemp("flink-cluster"), slots=4)
     try:

@@ -34,7 +34,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from harness_pool.flink.local_cluster import LocalFlinkCluster  # noqa: PLC0415
+    from harness_pool.flink.local_cluster import LocalFlinkCluster
 
     try:
         env = _pairs(args.env, "--env")

@@ -32,9 +32,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
 
 import requests
 import yaml
@@ -48,7 +48,7 @@ _JOB_ID_RE = re.compile(r"JobID ([0-9a-f]{32})")
 
 def pyflink_home() -> Path:
     """The Flink distribution inside the installed ``apache-flink`` package."""
-    import pyflink  # noqa: PLC0415 - optional dependency, imported on use
+    import pyflink
 
     return Path(pyflink.__file__).resolve().parent
 
@@ -143,7 +143,7 @@ class LocalFlinkCluster:
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop every JVM this object started (and its process group), by pid."""
-        for name, proc in list(self._procs.items()):
+        for proc in list(self._procs.values()):
             if proc.poll() is None:
                 self._signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -274,7 +274,7 @@ class LocalFlinkCluster:
     def _spawn(self, name: str, script: str) -> None:
         env = self.client_env()
         env.update(self.env)
-        out = open(self.log_dir / f"{name}.stdout", "ab")  # noqa: SIM115 - closed in stop()
+        out = open(self.log_dir / f"{name}.stdout", "ab")
         self._outputs.append(out)
         proc = subprocess.Popen(
             [str(self.home / "bin" / script), "start-foreground"],

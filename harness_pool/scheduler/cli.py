@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def _kube_api() -> Any:
-    from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes import client, config
 
     try:
         config.load_incluster_config()
@@ -41,29 +41,29 @@ def build(cfg: CycleConfig) -> tuple[Any, StateStore, Any]:
     if cfg.backend.type == "flink-operator" or cfg.state.type == "configmap" or cfg.state.lease:
         kube = _kube_api()
     if cfg.backend.type == "flink-rest":
-        from harness_pool.scheduler.backends.flink_rest import FlinkRestBackend  # noqa: PLC0415
+        from harness_pool.scheduler.backends.flink_rest import FlinkRestBackend
 
         backend: Any = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)
     elif cfg.backend.type == "flink-operator":
-        from harness_pool.scheduler.backends.operator import OperatorBackend  # noqa: PLC0415
+        from harness_pool.scheduler.backends.operator import OperatorBackend
 
         backend = OperatorBackend(kube, cfg.backend.namespace)
     else:
-        from harness_pool.scheduler.backends.ververica import VervericaBackend  # noqa: PLC0415
+        from harness_pool.scheduler.backends.ververica import VervericaBackend
 
         backend = VervericaBackend(cfg.backend)
     if cfg.state.type == "file":
         store: StateStore = FileStateStore(cfg.state.path)
     else:
-        from kubernetes import client  # noqa: PLC0415
+        from kubernetes import client
 
         store = ConfigMapStateStore(client.CoreV1Api(kube), cfg.backend.namespace,
                                     cfg.state.configmap)
     leader = None
     if cfg.state.lease:
-        from kubernetes import client  # noqa: PLC0415
+        from kubernetes import client
 
-        from harness_pool.scheduler.leader import LeaseElector  # noqa: PLC0415
+        from harness_pool.scheduler.leader import LeaseElector
 
         leader = LeaseElector(client.CoordinationV1Api(kube), cfg.backend.namespace,
                               cfg.state.lease, f"{socket.gethostname()}-{os.getpid()}")
@@ -71,7 +71,7 @@ def build(cfg: CycleConfig) -> tuple[Any, StateStore, Any]:
 
 
 def _runner(args: argparse.Namespace) -> Any:
-    from harness_pool.scheduler.runner import CycleRunner  # noqa: PLC0415
+    from harness_pool.scheduler.runner import CycleRunner
 
     cfg = load_cycle(args.config)
     backend, store, leader = build(cfg)
@@ -104,7 +104,7 @@ def _once(args: argparse.Namespace) -> int:
 
 @_guard
 def _run(args: argparse.Namespace) -> int:
-    from harness_pool.scheduler import metrics as m  # noqa: PLC0415
+    from harness_pool.scheduler import metrics as m
 
     runner = _runner(args)
     stop = threading.Event()

@@ -297,16 +297,16 @@ def _read_schedule(r: _Reader, raw: Any) -> Schedule:
     if every is not None and cron:
         r.problems.append("schedule: both every and cron given; expected one of them")
     if cron:
-        from croniter import croniter  # noqa: PLC0415
+        from croniter import croniter
 
         if not croniter.is_valid(cron):
             r.problem("schedule.cron", cron, "a cron expression like '0 */6 * * *'")
             cron = None
     try:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
+        from zoneinfo import ZoneInfo
 
         ZoneInfo(tz)
-    except Exception:  # noqa: BLE001 - any failure means the zone is unusable
+    except Exception:
         r.problem("schedule.timezone", tz, "an IANA time zone like UTC or Europe/Berlin")
         tz = "UTC"
     return Schedule(every=every, cron=cron, timezone=tz)

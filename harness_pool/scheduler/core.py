@@ -43,7 +43,6 @@ from harness_pool.scheduler.model import (
     SavepointStatus,
     Slots,
     Submitted,
-    Tick,
     derive_id,
 )
 
@@ -59,9 +58,9 @@ def next_due(cfg: CycleConfig, last_start: float | None, now: float) -> float | 
     if sched.every:
         return now if last_start is None else max(now, last_start + sched.every)
     if sched.cron:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
+        from zoneinfo import ZoneInfo
 
-        from croniter import croniter  # noqa: PLC0415
+        from croniter import croniter
 
         base = datetime.fromtimestamp(now, tz=timezone.utc).astimezone(ZoneInfo(sched.timezone))
         return float(croniter(sched.cron, base).get_next(float))

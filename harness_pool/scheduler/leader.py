@@ -36,8 +36,8 @@ class LeaseElector:
         self.leading = False
 
     def is_leader(self, now: float) -> bool:
-        from kubernetes import client  # noqa: PLC0415
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
 
         stamp = datetime.fromtimestamp(now, tz=timezone.utc)
         try:

@@ -50,7 +50,7 @@ def serve(metrics: SchedulerMetrics, port: int, stale_after: float = 120.0,
     """Serve ``/metrics`` and ``/healthz`` on a daemon thread; returns the server."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
             elif self.path.startswith("/healthz"):

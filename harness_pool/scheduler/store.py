@@ -82,7 +82,7 @@ class ConfigMapStateStore:
         self._version: str | None = None
 
     def load(self) -> CycleState | None:
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException
 
         try:
             cm = self.api.read_namespaced_config_map(self.name, self.namespace)
@@ -96,8 +96,8 @@ class ConfigMapStateStore:
         return CycleState.from_dict(json.loads(text)) if text else None
 
     def save(self, state: CycleState) -> None:
-        from kubernetes import client  # noqa: PLC0415
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
 
         body = client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name=self.name, resource_version=self._version,

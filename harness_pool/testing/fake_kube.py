@@ -157,7 +157,7 @@ class FakeKubeApi:
         return path
 
     def api_client(self) -> Any:
-        from kubernetes import client  # noqa: PLC0415
+        from kubernetes import client
 
         conf = client.Configuration()
         conf.host = self.url
@@ -214,19 +214,19 @@ class FakeKubeApi:
                 with api.lock:
                     api._serve(self, method, plural, ns, name)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._route("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._route("POST")
 
-            def do_PUT(self) -> None:  # noqa: N802
+            def do_PUT(self) -> None:
                 self._route("PUT")
 
-            def do_PATCH(self) -> None:  # noqa: N802
+            def do_PATCH(self) -> None:
                 self._route("PATCH")
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 self._route("DELETE")
 
             def log_message(self, *args: Any) -> None:

@@ -152,13 +152,13 @@ class FakeVerverica:
                     code, out = fake._serve(method, match["kind"], match["name"], query, body)
                 self._reply(code, out)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._route("GET")
 
-            def do_PATCH(self) -> None:  # noqa: N802
+            def do_PATCH(self) -> None:
                 self._route("PATCH")
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 self._route("DELETE")
 
             def log_message(self, *args: Any) -> None:

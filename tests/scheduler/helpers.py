@@ -41,7 +41,7 @@ def runner(tmp: Path, backend: FakeBackend | None = None, clock: FakeClock | Non
 
 
 def with_streaming(backend: FakeBackend) -> FakeBackend:
-    from harness_pool.testing.fake_backend import FakeJob  # noqa: PLC0415
+    from harness_pool.testing.fake_backend import FakeJob
 
     backend.jobs["s0"] = FakeJob("streaming", "RUNNING", None, None)
     return backend

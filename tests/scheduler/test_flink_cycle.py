@@ -184,7 +184,8 @@ class ReferencePoller:
                 self.seen.setdefault((j["name"], j["jid"], j["state"]), now)
 
     def first(self, name: str, state: str, after: float) -> float:
-        return min(t for (n, _, s), t in self.seen.items() if n == name and s == state and t >= after)
+        return min(t for (n, _, s), t in self.seen.items()
+                   if n == name and s == state and t >= after)
 
     def __enter__(self) -> ReferencePoller:
         self.thread.start()

@@ -133,7 +133,7 @@ def test_only_the_lease_holder_leads_until_the_lease_expires(kube):
 
 
 def test_cli_once_with_operator_configmap_and_lease(kube, tmp_path, monkeypatch, capsys):
-    import yaml  # noqa: PLC0415
+    import yaml
 
     monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
     path = tmp_path / "cycle.yaml"

@@ -161,7 +161,7 @@ def test_a_replica_without_the_lease_does_not_act(tmp_path):
 
 
 def test_metrics_record_cycle_steps_and_downtime(tmp_path):
-    from prometheus_client import generate_latest  # noqa: PLC0415
+    from prometheus_client import generate_latest
 
     r = runner(tmp_path, with_streaming(FakeBackend()))
     r.run_once()

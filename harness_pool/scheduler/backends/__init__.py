@@ -1,1 +1,1 @@
-"""Backends: one ``JobBackend`` protocol, one module per system (Flink REST, operator, Ververica)."""
+"""Backends: one ``JobBackend`` protocol; one module per system (REST, operator, Ververica)."""

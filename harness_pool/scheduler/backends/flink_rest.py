@@ -33,7 +33,7 @@ ACTIVE = ("INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCEL
 
 
 def default_python_jar() -> str:
-    from harness_pool.flink.local_cluster import pyflink_home  # noqa: PLC0415
+    from harness_pool.flink.local_cluster import pyflink_home
 
     jars = sorted((pyflink_home() / "opt").glob("flink-python*.jar"))
     if not jars:

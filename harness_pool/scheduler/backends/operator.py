@@ -45,7 +45,7 @@ def _savepoint_of(obj: dict[str, Any]) -> str:
 
 class OperatorBackend:
     def __init__(self, api_client: Any, namespace: str) -> None:
-        from kubernetes import client  # noqa: PLC0415
+        from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)
         self.namespace = namespace
@@ -53,18 +53,19 @@ class OperatorBackend:
     # -- Kubernetes boundary --------------------------------------------------------
 
     def _get(self, job: JobSpec) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException
 
         try:
-            return dict(self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURALS[job.kind], job.resource))
+            obj: Any = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURALS[job.kind], job.resource)
+            return dict(obj)
         except ApiException as exc:
             raise self._translate(exc, f"read {job.kind} {job.resource}") from exc
         except OSError as exc:
             raise TemporaryError(f"read {job.kind} {job.resource}: {exc}") from exc
 
     def _put(self, job: JobSpec, obj: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException
 
         try:
             self.api.replace_namespaced_custom_object(
@@ -107,7 +108,7 @@ class OperatorBackend:
         if status.get("lifecycleState") == "SUSPENDED":
             return "FINISHED"
         state = (status.get("jobStatus") or {}).get("state")
-        return {"RECONCILING": "CREATED"}.get(state, state)
+        return None if state is None else {"RECONCILING": "CREATED"}.get(state, state)
 
     def stop_with_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
                             target_dir: str) -> None:

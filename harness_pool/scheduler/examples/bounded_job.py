@@ -8,6 +8,7 @@ numbers instead of the word list (to make the job take longer).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import StreamExecutionEnvironment
@@ -17,7 +18,7 @@ from pyflink.datastream.functions import MapFunction, RuntimeContext
 class WriteLine(MapFunction):
     def __init__(self, path: str) -> None:
         self.path = path
-        self.out = None
+        self.out: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.out = open(self.path, "a")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import StreamExecutionEnvironment
@@ -44,7 +45,7 @@ class RunningCount(KeyedProcessFunction):
     def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
         self.count = None
-        self.out = None
+        self.out: Any = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
