@@ -4,7 +4,8 @@ Alternatives (three local clusters, 1 TaskManager with 4 slots each, started
 side by side, jobs interleaved round by round so noise hits them alike):
 
 - ``harness-pool``: TaskManager with ``PYTHON_LOOPBACK_SERVER_ADDRESS`` at a
-  harness-pool sidecar (pyflink flavour, 4 warm workers);
+  harness-pool sidecar (pyflink flavour, 4 warm workers, fork server) and
+  ``python.executable`` = ``harness-pool-python`` (the fast boot);
 - ``process``: Flink's default process mode (a cold ``pyflink-udf-runner.sh``
   Python process per slot's stage);
 - ``loopback-threads``: ``PYTHON_LOOPBACK_SERVER_ADDRESS`` at PyFlink's own
@@ -50,6 +51,7 @@ class Setup:
     """The three clusters and their Python worker providers."""
 
     def __init__(self, workdir: Path) -> None:
+        from harness_pool import boot
         from harness_pool.flink.local_cluster import LocalFlinkCluster, free_port
         from harness_pool.sidecar.server import Sidecar
         from harness_pool.sidecar.settings import SidecarSettings
@@ -71,8 +73,10 @@ class Setup:
                 "process": {},
                 "loopback-threads": {"PYTHON_LOOPBACK_SERVER_ADDRESS": loopback_address},
             }
+            confs = {"harness-pool": {"python.executable": boot.executable()}}
             for name, env in envs.items():
-                self.clusters[name] = LocalFlinkCluster(workdir / name, slots=4, env=env)
+                self.clusters[name] = LocalFlinkCluster(workdir / name, slots=4, env=env,
+                                                        conf=confs.get(name))
                 self.clusters[name].start()
             if not self.sidecar.wait_warm(timeout=120):
                 raise RuntimeError("harness-pool never got warm")

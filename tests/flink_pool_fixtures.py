@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness_pool import boot
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
 from tests.sidecar_fixtures import pid_alive
@@ -40,6 +41,8 @@ class PoolOnFlink:
         self.cluster = LocalFlinkCluster(
             workdir, slots=4, env={"PYTHON_LOOPBACK_SERVER_ADDRESS": self.address},
             conf={
+                # the fast boot: StartWorker without importing PyFlink (harness_pool/boot.py)
+                "python.executable": boot.executable(),
                 "restart-strategy.type": "fixed-delay",
                 "restart-strategy.fixed-delay.attempts": "3",
                 "restart-strategy.fixed-delay.delay": "1 s",

@@ -21,6 +21,7 @@ KEYED_COUNT = Path(__file__).resolve().parent / "jobs" / "keyed_count.py"
 
 
 def run_flink_demo(args: argparse.Namespace) -> int:
+    from harness_pool import boot
     from harness_pool.flink.local_cluster import LocalFlinkCluster, free_port
     from harness_pool.sidecar.cli import format_table
     from harness_pool.sidecar.server import Sidecar
@@ -31,13 +32,15 @@ def run_flink_demo(args: argparse.Namespace) -> int:
     address = f"127.0.0.1:{port}"
     sidecar = Sidecar(SidecarSettings(port=port, workers=max(args.workers, 4), flavor="pyflink"))
     cluster = LocalFlinkCluster(workdir / "flink", slots=4,
-                                env={"PYTHON_LOOPBACK_SERVER_ADDRESS": address})
+                                env={"PYTHON_LOOPBACK_SERVER_ADDRESS": address},
+                                conf={"python.executable": boot.executable()})
     try:
         sidecar.start()
         print(f"sidecar {address} (pyflink flavour) warming {sidecar.settings.workers} workers")
         cluster.start()
         print(f"Flink cluster at {cluster.rest_url}: 1 TaskManager, 4 slots, "
-              f"PYTHON_LOOPBACK_SERVER_ADDRESS={address} (started in {cluster.start_seconds:.0f}s)")
+              f"PYTHON_LOOPBACK_SERVER_ADDRESS={address}, python.executable=harness-pool-python "
+              f"(started in {cluster.start_seconds:.0f}s)")
         if not sidecar.wait_warm(timeout=120):
             print(format_table(sidecar.status()))
             return 1
