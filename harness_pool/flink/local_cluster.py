@@ -213,12 +213,21 @@ class LocalFlinkCluster:
         response.raise_for_status()
         return str(response.json()["state"])
 
-    def cancel_all(self) -> None:
-        """Cancel every job that is not terminal (between tests sharing the cluster)."""
-        overview = requests.get(f"{self.rest_url}/jobs/overview", timeout=10).json()
-        for job in overview.get("jobs", []):
-            if job["state"] not in ("FINISHED", "FAILED", "CANCELED"):
-                requests.patch(f"{self.rest_url}/jobs/{job['jid']}", timeout=10)
+    def cancel_all(self, timeout: float = 60.0) -> None:
+        """Cancel every job that is not terminal and wait until none is (tests sharing it)."""
+        terminal = ("FINISHED", "FAILED", "CANCELED")
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = requests.get(f"{self.rest_url}/jobs/overview", timeout=10).json()["jobs"]
+            active = [j for j in jobs if j["state"] not in terminal]
+            if not active:
+                return
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"jobs still active after cancel: {active}")
+            for job in active:
+                if job["state"] != "CANCELLING":
+                    requests.patch(f"{self.rest_url}/jobs/{job['jid']}", timeout=10)
+            time.sleep(0.2)
 
     # -- internals ---------------------------------------------------------
 

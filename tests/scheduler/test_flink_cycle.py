@@ -105,7 +105,7 @@ def start_streaming(cfg_path: Path, tmp: Path) -> FlinkRestBackend:
     backend = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)
     result = backend.submit(cfg.jobs["streaming"], uuid.uuid4().hex, None, None)
     assert not result.duplicates
-    wait_for_counts(tmp / "counts", 20)
+    wait_for_counts(tmp / "counts", 20, timeout=120)
     return backend
 
 

@@ -6,6 +6,7 @@ can run here; the fake follows the documented REST paths and operator status fie
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from kubernetes import client
@@ -31,6 +32,16 @@ def deployment(name: str, state: str = "running", job_state: str = "RUNNING",
                      "job": {"jarURI": "local:///opt/job.jar", "parallelism": 1,
                              "state": state, "upgradeMode": "savepoint"}},
             "status": {"lifecycleState": life, "jobStatus": {"state": job_state}}}
+
+
+@pytest.fixture
+def restore_logging():
+    """``cli.main`` configures the root logger; give pytest its handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -132,7 +143,8 @@ def test_only_the_lease_holder_leads_until_the_lease_expires(kube):
     assert not a.is_leader(1031.0)
 
 
-def test_cli_once_with_operator_configmap_and_lease(kube, tmp_path, monkeypatch, capsys):
+def test_cli_once_with_operator_configmap_and_lease(kube, tmp_path, monkeypatch, capsys,
+                                                    restore_logging):
     import yaml
 
     monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))

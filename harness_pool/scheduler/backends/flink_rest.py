@@ -1,6 +1,7 @@
 """Flink REST API backend for a session cluster (tested against a real local cluster).
 
-Endpoints used: ``/jobs/overview``, ``/jobs/{id}`` (GET, PATCH cancel),
+Endpoints used: ``/jobs`` (states: fresher than ``/jobs/{id}``, which is cached),
+``/jobs/overview``, ``/jobs/{id}`` (PATCH cancel),
 ``/jobs/{id}/stop`` and ``/jobs/{id}/savepoints`` (with our ``triggerId``, which
 Flink de-duplicates, so re-issuing after a restart never takes a second
 savepoint), ``/jobs/{id}/savepoints/{trigger}``, ``/jars/upload``,
@@ -83,9 +84,13 @@ class FlinkRestBackend:
                       if j.get("name") == job.flink_name and j.get("state") in ACTIVE)
 
     def job_state(self, job: JobSpec, job_id: str) -> str | None:
-        data = self._call("GET", f"/jobs/{job_id}", f"state of job {job.name} ({job_id})",
-                          ok_404=True)
-        return None if data is None else str(data["state"])
+        # GET /jobs answers from the dispatcher; GET /jobs/{id} goes through the web
+        # ExecutionGraph cache (web.refresh-interval, 3 s by default) and lags behind.
+        data = self._call("GET", "/jobs", f"state of job {job.name} ({job_id})")
+        for entry in data.get("jobs", []):
+            if entry.get("id") == job_id:
+                return str(entry["status"])
+        return None
 
     def stop_with_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
                             target_dir: str) -> None:
