@@ -95,6 +95,10 @@ def _guard(func: Any) -> Any:
 def _once(args: argparse.Namespace) -> int:
     runner = _runner(args)
     state = runner.run_once()
+    if state.status.value != "IDLE" or not state.cycles:
+        print(json.dumps({"cycle": state.cycle_id, "ok": False,
+                          "failure": f"interrupted at step {state.step_index}"}))
+        return 1
     last = state.cycles[-1]
     print(json.dumps({"cycle": last.cycle_id, "ok": last.ok, "failure": last.failure,
                       "seconds": round(last.ended_at - last.started_at, 3),

@@ -129,6 +129,12 @@ class CycleRunner:
         effect = core.effect_for(self.cfg, state, self.clock.now())
         while state.status is not CycleStatus.IDLE:
             self.metrics.beat()
+            stop = getattr(self.clock, "stop", None)
+            if stop is not None and stop.is_set():
+                log.warning("stopping with cycle %s at step %d (%s); the state is saved and "
+                            "the next start resumes it", state.cycle_id, state.step_index,
+                            state.phase.value)
+                return state
             if self.leader and not self.leader.is_leader(self.clock.now()):
                 raise PermanentError("lost the lease; another replica acts now")
             if effect.delay:

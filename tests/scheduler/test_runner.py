@@ -171,3 +171,33 @@ def test_metrics_record_cycle_steps_and_downtime(tmp_path):
         in text
     assert "harness_pool_scheduler_streaming_downtime_seconds{job=\"streaming\"}" in text
     assert "harness_pool_scheduler_savepoint_seconds_count{job=\"streaming\"} 1.0" in text
+
+
+def test_rescale_to_free_slots_resumes_from_its_own_savepoint(tmp_path):
+    backend = with_streaming(FakeBackend(slots=3))
+    steps = [{"action": "rescale", "job": "streaming", "parallelism": "free-slots"}]
+    state = runner(tmp_path, backend, steps=steps).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    [job] = streaming_jobs(backend)
+    assert job.parallelism == 3 and job.savepoint == state.history[-1].path
+
+
+def test_stop_request_mid_cycle_leaves_a_resumable_state(tmp_path):
+    import threading  # noqa: PLC0415
+
+    backend = with_streaming(FakeBackend())
+    clock = FakeClock()
+    clock.stop = threading.Event()  # type: ignore[attr-defined]
+    r = runner(tmp_path, backend, clock)
+    original = backend.stop_with_savepoint
+
+    def stop_then_signal(*args):
+        original(*args)
+        clock.stop.set()
+
+    backend.stop_with_savepoint = stop_then_signal  # type: ignore[method-assign]
+    state = r.run_once()
+    assert state.status is CycleStatus.RUNNING
+    clock.stop.clear()
+    state = runner(tmp_path, backend).run_once()
+    assert state.cycles[-1].ok and len(streaming_jobs(backend)) == 1
