@@ -183,7 +183,7 @@ def test_rescale_to_free_slots_resumes_from_its_own_savepoint(tmp_path):
 
 
 def test_stop_request_mid_cycle_leaves_a_resumable_state(tmp_path):
-    import threading  # noqa: PLC0415
+    import threading
 
     backend = with_streaming(FakeBackend())
     clock = FakeClock()
