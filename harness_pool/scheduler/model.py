@@ -50,14 +50,14 @@ class Phase(str, enum.Enum):
     STARTING = "STARTING"  # submitted; waiting for RUNNING
     WAITING = "WAITING"  # waiting for a target job state (wait step)
     CANCELLING = "CANCELLING"  # cancel requested; waiting for CANCELED
-    ABORTING = "ABORTING"  # step failed; cancelling its job before recovery
+    ABORTING = "ABORTING"  # sending a cancel (cancel step, or a timed-out wait before recovery)
     SLEEPING = "SLEEPING"  # sleep step
     DISPOSING = "DISPOSING"  # retention: disposing of old savepoints
 
 
 PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.START: frozenset(Phase),
-    Phase.FINDING: frozenset({Phase.TRIGGERING, Phase.WAITING, Phase.CANCELLING, Phase.START}),
+    Phase.FINDING: frozenset({Phase.TRIGGERING, Phase.WAITING, Phase.ABORTING, Phase.START}),
     Phase.TRIGGERING: frozenset({Phase.POLLING, Phase.START}),
     Phase.POLLING: frozenset({Phase.STOPPING, Phase.CHECKING, Phase.START}),
     Phase.CHECKING: frozenset({Phase.BACKOFF, Phase.START}),
@@ -68,7 +68,7 @@ PHASE_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.STARTING: frozenset({Phase.START}),
     Phase.WAITING: frozenset({Phase.ABORTING, Phase.START}),
     Phase.CANCELLING: frozenset({Phase.START}),
-    Phase.ABORTING: frozenset({Phase.START}),
+    Phase.ABORTING: frozenset({Phase.CANCELLING, Phase.START}),
     Phase.SLEEPING: frozenset({Phase.START}),
     Phase.DISPOSING: frozenset({Phase.START}),
 }

@@ -83,6 +83,7 @@ class CycleRunner:
         self.kill_at = kill_at if kill_at is not None else os.environ.get(KILL_ENV, "")
         self._saved: dict[str, object] | None = None
         self._step_clock: tuple[int, str, float] | None = None
+        self._idle_logged = False
 
     # -- entry points ----------------------------------------------------------------
 
@@ -114,8 +115,10 @@ class CycleRunner:
             last = state.cycles[-1].started_at if state.cycles else None
             due = core.next_due(self.cfg, last, now)
             if due is None:
-                log.info("no schedule: cycles run on demand only (scheduler once)")
-                stop.wait(3600)
+                if not self._idle_logged:
+                    log.info("no schedule: cycles run on demand only (scheduler once)")
+                    self._idle_logged = True
+                stop.wait(30.0)  # wake up to beat: /healthz stays green while idle
                 continue
             if due > now:
                 log.info("next cycle of %s due in %.0f s", self.cfg.name, due - now)

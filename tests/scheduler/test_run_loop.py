@@ -58,3 +58,42 @@ def test_metrics_and_healthz_endpoints():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_scheduler_run_serves_health_and_stops_on_sigterm(tmp_path):
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    cfg = tmp_path / "cycle.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "backend": {"type": "flink-rest", "url": f"http://127.0.0.1:{free_port()}"},
+        "state": {"path": str(tmp_path / "state.json")},
+        "jobs": {"s": {"python": "s.py"}},
+        "steps": [{"action": "savepoint", "job": "s"}],
+    }))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "harness_pool", "scheduler", "run",
+                             "--config", str(cfg), "--metrics-port", str(port)],
+                            cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert health.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

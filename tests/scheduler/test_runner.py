@@ -201,3 +201,16 @@ def test_stop_request_mid_cycle_leaves_a_resumable_state(tmp_path):
     clock.stop.clear()
     state = runner(tmp_path, backend).run_once()
     assert state.cycles[-1].ok and len(streaming_jobs(backend)) == 1
+
+
+def test_savepoint_cancel_and_sleep_steps(tmp_path):
+    backend = with_streaming(FakeBackend())
+    clock = FakeClock()
+    steps = [{"action": "savepoint", "job": "streaming"},
+             {"action": "sleep", "duration": "5m"},
+             {"action": "cancel", "job": "streaming"}]
+    state = runner(tmp_path, backend, clock, steps=steps).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    assert len(state.history) == 1
+    assert backend.jobs["s0"].state == "CANCELED"
+    assert clock.slept >= 300
