@@ -145,10 +145,15 @@ class Proxy:
             self._fail(context, link, service, url, exc, refused)
 
     def _sdk_side_closed(self, link: Link, service: str, call: Any) -> None:
-        """The harness's side of a stream terminated. Mid-stage that means the harness
-        broke: fail the stage through the control stream (so the runner reads why)
-        instead of cutting the runner's stream first."""
-        if call.done() or link.ended.is_set():
+        """The harness's side of a stream terminated (runs in a grpc callback thread).
+
+        Mid-stage that means the harness broke: fail the stage through the control
+        stream (so the runner reads why) instead of cutting the runner's stream
+        first. After the stage, the runner-side twin is cancelled."""
+        if call.done():
+            return
+        if link.ended.is_set():
+            call.cancel()  # the stage is over and the harness's half is gone
             return
         self.ext.fail(link, f"SDK harness '{link.wid}' lost its {service} stream mid-stage "
                             f"(stage {link.stage.runner_id})")

@@ -4,7 +4,9 @@ runner-side gRPC channels of every live stage.
 
 Threads: gRPC server threads call in from the servicers (``services.py``) and
 from the runner's StartWorker/StopWorker; grpc's own request-consumer threads
-run the upstream pumps. Nothing here starts a thread of its own.
+run the upstream pumps. The only thread started here is a short-lived one that
+closes a stage's channels after its last runner-side call ended gracefully
+(that end is reported in grpc's event thread, which must not close a channel).
 
 Lock order: ``ExternalWorkers._lock`` (guards the core, every ``Link`` map and
 ``_links``) is never held while calling grpc, waiting, or calling the pooled
@@ -98,7 +100,10 @@ class Link:
                 self._calls.remove(call)
             last = self.ended.is_set() and not self._calls
         if last:
-            self._close_channels()
+            # This runs in grpc's own event thread for the channel, and a channel must
+            # not be closed from its own callback (it deadlocks): close it elsewhere.
+            threading.Thread(target=self._close_channels, name=f"close-{self.wid}",
+                             daemon=True).start()
 
     def ended_cleanly(self) -> bool:
         with self._lock:
