@@ -61,13 +61,13 @@ def test_metrics_and_healthz_endpoints():
 
 
 def test_scheduler_run_serves_health_and_stops_on_sigterm(tmp_path):
-    import signal  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import time  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
 
-    import yaml  # noqa: PLC0415
+    import yaml
 
     cfg = tmp_path / "cycle.yaml"
     cfg.write_text(yaml.safe_dump({
