@@ -59,13 +59,13 @@ from typing import Any
 
 import apache_beam as beam
 import grpc
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import (
     beam_fn_api_pb2,
     beam_fn_api_pb2_grpc,
     beam_runner_api_pb2,
     endpoints_pb2,
 )
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability import fn_api_runner
 from apache_beam.transforms import environments
 from apache_beam.transforms.window import GlobalWindows
@@ -94,7 +94,7 @@ class Mode:
         self.name = name
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self._log = open(log_dir / f"proxy-bench-{name}.log", "ab")  # noqa: SIM115
+        self._log = open(log_dir / f"proxy-bench-{name}.log", "ab")
         args = ["--port", str(self.port), "--assign-timeout", "60"]
         args += ["--workers", "1"] if name == "direct" else [
             "--workers", "0", "--external-worker-ids", "sdk-1"]
@@ -388,7 +388,7 @@ def chain_pipeline(stages: int) -> Any:
 def pipeline_rounds(modes: dict[str, Mode], args: argparse.Namespace,
                     out: dict[str, dict[str, list[float]]]) -> None:
     """Whole FnApiRunner pipelines (secondary figures; see the module docstring)."""
-    for name, mode in modes.items():  # warm-up: first-run imports, pickling caches
+    for mode in modes.values():  # warm-up: first-run imports, pickling caches
         mode.wait_ready()
         run(mode.address, chain_pipeline(2))
     big = throughput_pipeline(args.records, args.record_bytes)

@@ -184,7 +184,13 @@ class ExternalCore:
             return None
         worker = min(waiting, key=lambda w: w.waiting_since)
         self._serial += 1
-        worker.stage = Stage(runner_id=runner_id, serial=self._serial, **endpoints)
+        worker.stage = Stage(
+            runner_id=runner_id, serial=self._serial,
+            control_endpoint=endpoints.get("control_endpoint", ""),
+            logging_endpoint=endpoints.get("logging_endpoint", ""),
+            artifact_endpoint=endpoints.get("artifact_endpoint", ""),
+            provision_endpoint=endpoints.get("provision_endpoint", ""),
+            status_endpoint=endpoints.get("status_endpoint", ""))
         worker.move(ExternalState.ASSIGNED, now)
         return worker
 

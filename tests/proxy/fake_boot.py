@@ -19,8 +19,11 @@ import os
 import sys
 
 import grpc
-from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
-from apache_beam.portability.api import endpoints_pb2
+from apache_beam.portability.api import (
+    beam_provision_api_pb2,
+    beam_provision_api_pb2_grpc,
+    endpoints_pb2,
+)
 from google.protobuf import json_format, text_format
 
 

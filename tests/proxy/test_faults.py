@@ -40,7 +40,7 @@ def test_harness_killed_mid_bundle_fails_the_stage_clearly_then_serves_again(
         try:
             run(sidecar.address,
                 lambda p: p | beam.Create([1]) | beam.Map(_report_and_block, str(tmp_path)))
-        except BaseException as exc:  # noqa: BLE001 - checked below
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=job)

@@ -158,7 +158,7 @@ def test_two_concurrent_jobs_on_two_external_workers_stay_apart(
 
         try:
             run(proxied.address, build)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=job, args=("a", "b", [1, 2, 3])),
