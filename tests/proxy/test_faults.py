@@ -97,3 +97,62 @@ def test_mixed_pool_prefers_a_waiting_external_worker(
     run(sidecar.address, lambda p: p | beam.Create([1]) | beam.Map(lambda x: x))
     assert len(sidecar.status().assignments) == 1
     assert served(sidecar)["sdk-1"] == 1
+
+
+def _wait_for_gate(x: int, path: str) -> int:
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x
+
+
+def test_artifact_retrieval_is_forwarded_to_the_stage_with_the_runner_id(
+        sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop],
+        tmp_path: Path) -> None:
+    """What a container boot does before starting the harness: resolve its artifacts."""
+    import grpc
+    from apache_beam.portability.api import (
+        beam_artifact_api_pb2,
+        beam_artifact_api_pb2_grpc,
+        beam_runner_api_pb2,
+    )
+
+    sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
+    start_beam_boots(sidecar, boots, "sdk-1")
+    gate = tmp_path / "go"
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            run(sidecar.address,
+                lambda p: p | beam.Create([1]) | beam.Map(_wait_for_gate, str(gate)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    try:
+        wait_for(lambda: externals(sidecar)["sdk-1"].state == "busy", 60, "sdk-1 busy")
+        dep = beam_runner_api_pb2.ArtifactInformation(
+            type_urn="beam:artifact:type:embedded:v1",
+            type_payload=beam_runner_api_pb2.EmbeddedFilePayload(
+                data=b"hello").SerializeToString())
+        with grpc.insecure_channel(sidecar.address) as ch:
+            stub = beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceStub(ch)
+            resolved = stub.ResolveArtifacts(
+                beam_artifact_api_pb2.ResolveArtifactsRequest(artifacts=[dep]),
+                metadata=(("worker_id", "sdk-1"),), timeout=10)
+            chunks = list(stub.GetArtifact(
+                beam_artifact_api_pb2.GetArtifactRequest(artifact=resolved.replacements[0]),
+                metadata=(("worker_id", "sdk-1"),), timeout=10))
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ResolveArtifacts(beam_artifact_api_pb2.ResolveArtifactsRequest(),
+                                      metadata=(("worker_id", "sdk-2"),), timeout=10)
+    finally:
+        gate.write_text("go")
+        thread.join(60)
+    assert not errors, errors
+    assert b"".join(c.data for c in chunks) == b"hello"
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION  # sdk-2 has no stage
+    assert "sdk-2" in err.value.details()
+    assert sidecar.metrics.forwarded.labels("artifact")._value.get() >= len(b"hello")
