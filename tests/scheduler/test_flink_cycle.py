@@ -222,6 +222,7 @@ KILLS_CYCLE_1 = [
     "before-submit@running:3",  # boundary: resume step
 ]
 KILLS_CYCLE_2 = [
+    "before-find@running:0",  # boundary: cycle started and saved, nothing asked yet
     "before-poll-savepoint@running:0",  # mid-savepoint
     "before-poll-job@running:0",  # savepoint recorded, job stopping
     "after-submit@running:3",  # streaming resubmitted, not recorded

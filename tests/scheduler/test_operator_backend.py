@@ -53,9 +53,9 @@ def kube():
 
 
 def op_cycle(tmp_path, **over):
-    return cycle(tmp_path, backend={"type": "flink-operator", "url": ""},
-                 jobs={"streaming": {"resource": "streaming"},
-                       "bounded": {"resource": "bounded-job"}}, **over)
+    over.setdefault("jobs", {"streaming": {"resource": "streaming"},
+                             "bounded": {"resource": "bounded-job"}})
+    return cycle(tmp_path, backend={"type": "flink-operator", "url": ""}, **over)
 
 
 def run(kube, tmp_path, **over):
@@ -167,3 +167,18 @@ def test_cli_once_with_operator_configmap_and_lease(kube, tmp_path, monkeypatch,
     assert cli.main(["scheduler", "status", "--config", str(path)]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["status"] == "IDLE" and status["savepoints"]
+
+
+def test_bounded_job_as_a_flink_session_job(kube, tmp_path):
+    session_job = deployment("bounded-session", "suspended", "FINISHED", "SUSPENDED")
+    session_job["kind"] = "FlinkSessionJob"
+    session_job["spec"] = {"deploymentName": "session-cluster",
+                           "job": {"jarURI": "https://example/job.jar", "parallelism": 1,
+                                   "state": "suspended", "upgradeMode": "stateless"}}
+    kube.put_object(session_job)
+    state = run(kube, tmp_path, jobs={
+        "streaming": {"resource": "streaming"},
+        "bounded": {"resource": "bounded-session", "kind": "FlinkSessionJob"}})
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    assert kube.get_object("flinksessionjobs", "bounded-session")["status"]["jobStatus"][
+        "state"] == "FINISHED"
