@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ import apache_beam as beam
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.v1 import pool_pb2
 from tests.proxy.boots import BootLoop, beam_boot
+from tests.sidecar.beam_helpers import run
 
 
 def externals(sidecar: Sidecar) -> dict[str, pool_pb2.WorkerStatus]:
@@ -57,3 +60,30 @@ class Rendezvous(beam.DoFn):
                 raise RuntimeError(f"{self.theirs} never arrived: jobs did not overlap")
             time.sleep(0.01)
         yield element
+
+
+class BackgroundJob:
+    """A pipeline running in a thread; ``errors`` holds what it raised."""
+
+    def __init__(self, address: str, build: Callable[[beam.Pipeline], None]) -> None:
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(address, build))
+        self.thread.start()
+
+    def _run(self, address: str, build: Callable[[beam.Pipeline], None]) -> None:
+        try:
+            run(address, build)
+        except BaseException as exc:  # reported by the test through ``errors``
+            self.errors.append(exc)
+
+    def join(self, timeout: float = 60) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the pipeline never finished"
+
+
+def wait_for_gate(x: int, path: str) -> int:
+    """A DoFn body that holds its bundle until ``path`` exists (at most 60 s)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x

@@ -3,7 +3,6 @@ and the sidecar keeps serving everyone else."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +19,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.sidecar.server import Sidecar
 from tests.proxy.boots import BootLoop
-from tests.proxy.helpers import externals, served, start_beam_boots, wait_for, wait_waiting
+from tests.proxy.helpers import (
+    BackgroundJob,
+    externals,
+    served,
+    start_beam_boots,
+    wait_for,
+    wait_for_gate,
+    wait_waiting,
+)
 from tests.sidecar.beam_helpers import run
 
 IDS = ("sdk-1", "sdk-2")
@@ -141,28 +148,20 @@ def test_second_control_stream_for_a_busy_id_is_refused(
     sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
     start_beam_boots(sidecar, boots, "sdk-1")
     gate = tmp_path / "go"
-    errors: list[BaseException] = []
 
     def build(p: beam.Pipeline) -> None:
-        out = p | beam.Create([1, 2]) | beam.Map(_wait_for_file, str(gate))
+        out = p | beam.Create([1, 2]) | beam.Map(wait_for_gate, str(gate))
         assert_that(out, equal_to([1, 2]))
 
-    def job() -> None:
-        try:
-            run(sidecar.address, build)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=job)
-    thread.start()
+    job = BackgroundJob(sidecar.address, build)
     try:
         wait_for(lambda: externals(sidecar)["sdk-1"].state == "busy", 60, "sdk-1 busy")
         with grpc.insecure_channel(sidecar.address) as ch:
             err = control(ch, "sdk-1")
     finally:
         gate.write_text("go")
-        thread.join(60)
-    assert not errors, errors
+        job.join()
+    assert not job.errors, job.errors
     assert err.code() is grpc.StatusCode.ALREADY_EXISTS
     assert "sdk-1" in err.details()
     assert served(sidecar)["sdk-1"] == 1
@@ -189,16 +188,6 @@ def test_oversized_message_fails_that_stage_and_the_sidecar_keeps_serving(
         assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x * 10), equal_to([10, 20]))
 
     run(sidecar.address, small)
-
-
-def _wait_for_file(x: int, path: str) -> int:
-    import os
-    import time
-
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return x
 
 
 def _check_equal(x: int, want: int) -> int:

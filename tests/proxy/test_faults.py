@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.sidecar.server import Sidecar
 from tests.proxy.boots import BootLoop
-from tests.proxy.helpers import externals, served, start_beam_boots, wait_for, wait_waiting
+from tests.proxy.helpers import (
+    BackgroundJob,
+    externals,
+    served,
+    start_beam_boots,
+    wait_for,
+    wait_for_gate,
+    wait_waiting,
+)
 from tests.sidecar.beam_helpers import run
 
 IDS = ("sdk-1", "sdk-2")
@@ -34,24 +41,14 @@ def test_harness_killed_mid_bundle_fails_the_stage_clearly_then_serves_again(
         tmp_path: Path) -> None:
     sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
     (loop,) = start_beam_boots(sidecar, boots, "sdk-1")
-    errors: list[BaseException] = []
-
-    def job() -> None:
-        try:
-            run(sidecar.address,
-                lambda p: p | beam.Create([1]) | beam.Map(_report_and_block, str(tmp_path)))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=job)
-    thread.start()
+    job = BackgroundJob(sidecar.address, lambda p: p | beam.Create([1])
+                        | beam.Map(_report_and_block, str(tmp_path)))
     wait_for(lambda: (tmp_path / "pid").exists(), 60, "the bundle to start")
     pid = int((tmp_path / "pid").read_text())
     assert loop.kill_current() == pid  # the harness itself, mid-bundle
-    thread.join(60)
-    assert not thread.is_alive(), "the runner never learnt that its harness died"
-    assert len(errors) == 1
-    message = str(errors[0])
+    job.join()  # fails if the runner never learnt that its harness died
+    assert len(job.errors) == 1
+    message = str(job.errors[0])
     assert "sdk-1" in message and "mid-stage" in message, message
     status = externals(sidecar)["sdk-1"]
     assert "mid-stage" in status.last_error
@@ -99,13 +96,6 @@ def test_mixed_pool_prefers_a_waiting_external_worker(
     assert served(sidecar)["sdk-1"] == 1
 
 
-def _wait_for_gate(x: int, path: str) -> int:
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return x
-
-
 def test_artifact_retrieval_is_forwarded_to_the_stage_with_the_runner_id(
         sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop],
         tmp_path: Path) -> None:
@@ -120,17 +110,8 @@ def test_artifact_retrieval_is_forwarded_to_the_stage_with_the_runner_id(
     sidecar = sidecar_factory(workers=0, external_worker_ids=IDS, warm=False)
     start_beam_boots(sidecar, boots, "sdk-1")
     gate = tmp_path / "go"
-    errors: list[BaseException] = []
-
-    def job() -> None:
-        try:
-            run(sidecar.address,
-                lambda p: p | beam.Create([1]) | beam.Map(_wait_for_gate, str(gate)))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=job)
-    thread.start()
+    job = BackgroundJob(sidecar.address,
+                        lambda p: p | beam.Create([1]) | beam.Map(wait_for_gate, str(gate)))
     try:
         wait_for(lambda: externals(sidecar)["sdk-1"].state == "busy", 60, "sdk-1 busy")
         dep = beam_runner_api_pb2.ArtifactInformation(
@@ -150,8 +131,8 @@ def test_artifact_retrieval_is_forwarded_to_the_stage_with_the_runner_id(
                                       metadata=(("worker_id", "sdk-2"),), timeout=10)
     finally:
         gate.write_text("go")
-        thread.join(60)
-    assert not errors, errors
+        job.join()
+    assert not job.errors, job.errors
     assert b"".join(c.data for c in chunks) == b"hello"
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION  # sdk-2 has no stage
     assert "sdk-2" in err.value.details()
