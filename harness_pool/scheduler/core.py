@@ -428,14 +428,18 @@ def _fail_step(cfg: CycleConfig, s: CycleState, now: float, reason: str) -> Deci
         s.recovery = []
         s.set_status(CycleStatus.FINISHING)
         return Decision(s, effect_for(cfg, s, now), s.failure)
+    unknown = [job for job in s.stopped_at if job not in s.taken]
+    if unknown:
+        s.failure += (f"; CHECK {', '.join(unknown).upper()}: A STOP WAS REQUESTED AND NO "
+                      "SAVEPOINT IS KNOWN (see savepoints list / the cluster)")
     s.set_status(CycleStatus.RECOVERING)
     s.recovery = stopped
     if not stopped:
         s.set_status(CycleStatus.FINISHING)
-        return Decision(s, effect_for(cfg, s, now), f"step failed: {reason}; nothing to resume")
+        return Decision(s, effect_for(cfg, s, now), f"step failed: {s.failure}; nothing to resume")
     _enter_step(cfg, s, now)
     return Decision(s, effect_for(cfg, s, now),
-                    f"step failed: {reason}; resuming {', '.join(stopped)} from this cycle's "
+                    f"step failed: {s.failure}; resuming {', '.join(stopped)} from this cycle's "
                     "savepoints")
 
 

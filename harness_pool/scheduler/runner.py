@@ -154,7 +154,7 @@ class CycleRunner:
         new = decision.state
         if decision.note:
             level = logging.WARNING if "fail" in decision.note.lower() else logging.INFO
-            if "LEFT STOPPED" in decision.note or "NOT RUNNING" in decision.note:
+            if any(w in decision.note for w in ("LEFT STOPPED", "NOT RUNNING", "NO SAVEPOINT")):
                 level = logging.CRITICAL
             log.log(level, "%s", decision.note, extra={"cycle_id": new.cycle_id})
         self._observe_metrics(new)

@@ -135,3 +135,10 @@ def test_next_due(schedule, last, now, due):
 
 def test_on_demand_only_has_no_due_time():
     assert core.next_due(CFG, None, T0) is None
+
+
+def test_savepoint_lost_mid_poll_is_reported_loudly():
+    s = at(0, Phase.POLLING, stopped_at={"streaming": T0})
+    decision = core.decide(CFG, s, Failed("trigger unknown", temporary=False), T0)
+    assert "CHECK STREAMING: A STOP WAS REQUESTED AND NO SAVEPOINT IS KNOWN" in \
+        decision.state.failure

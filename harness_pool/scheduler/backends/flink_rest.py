@@ -109,7 +109,9 @@ class FlinkRestBackend:
 
     def savepoint_status(self, job: JobSpec, job_id: str, trigger_id: str) -> SavepointResult:
         data = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}",
-                          f"savepoint {trigger_id} of {job.name}")
+                          f"savepoint {trigger_id} of {job.name}", ok_404=True)
+        if data is None:
+            return self._savepoint_from_stats(job, job_id, trigger_id)
         if data["status"]["id"] != "COMPLETED":
             return SavepointResult("IN_PROGRESS")
         operation = data.get("operation") or {}
@@ -118,6 +120,20 @@ class FlinkRestBackend:
         cause = operation.get("failure-cause") or {}
         text = str(cause.get("stack-trace") or cause.get("class") or cause)
         return SavepointResult("FAILED", error=_first_cause(text))
+
+    def _savepoint_from_stats(self, job: JobSpec, job_id: str, trigger_id: str
+                              ) -> SavepointResult:
+        """The trigger is no longer known (JobManager forgot it, ``rest.async.store-duration``):
+        a job that stopped with a savepoint still names it in its checkpoint statistics."""
+        stats = self._call("GET", f"/jobs/{job_id}/checkpoints",
+                           f"checkpoint statistics of {job.name} ({job_id})", ok_404=True)
+        latest = ((stats or {}).get("latest") or {}).get("savepoint") or {}
+        if self.job_state(job, job_id) == "FINISHED" and latest.get("external_path"):
+            log.warning("trigger %s of %s is gone; using the savepoint the stopped job reports: "
+                        "%s", trigger_id, job.name, latest["external_path"])
+            return SavepointResult("COMPLETED", location=str(latest["external_path"]))
+        raise PermanentError(f"savepoint {trigger_id} of {job.name} ({job_id}): unknown to "
+                             "Flink, and the job reports no savepoint it stopped with")
 
     def submit(self, job: JobSpec, job_id: str, savepoint: str | None,
                parallelism: int | None) -> SubmitResult:
