@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -85,5 +86,29 @@ def test_unwritable_savepoint_dir_leaves_streaming_running(flink_cluster, tmp_pa
         assert len(running(flink_cluster.rest_url, "streaming-count")) == 1
         assert not state.history
         json.loads((tmp_path / "state.json").read_text())
+    finally:
+        flink_cluster.cancel_all()
+
+
+@pytest.mark.slow
+@pytest.mark.flink
+def test_forgotten_trigger_falls_back_to_the_stopped_jobs_savepoint(flink_cluster, tmp_path):
+    flink_cluster.cancel_all()
+    cfg = load_cycle(write_cycle(tmp_path, flink_cluster.rest_url))
+    backend = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)
+    job, job_id = cfg.jobs["streaming"], uuid.uuid4().hex
+    backend.submit(job, job_id, None, None)
+    try:
+        wait_for_counts(tmp_path / "counts", 5, timeout=120)
+        backend.stop_with_savepoint(job, job_id, "a" * 32, cfg.savepoints.dir)
+        deadline = time.monotonic() + 60
+        while (result := backend.savepoint_status(job, job_id, "a" * 32)).status != "COMPLETED":
+            assert time.monotonic() < deadline and result.status != "FAILED", result
+            time.sleep(0.2)
+        while backend.job_state(job, job_id) != "FINISHED":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        forgotten = backend.savepoint_status(job, job_id, "b" * 32)
+        assert forgotten == result
     finally:
         flink_cluster.cancel_all()
