@@ -435,6 +435,9 @@ def summarize(raw: dict[str, dict[str, list[float]]], args: argparse.Namespace,
     summary["large_bundle_records_per_s"] = rps
     summary["small_bundle_latency_ms"] = lat
     summary["throughput_ratio_proxy_over_direct"] = rps["proxy"] / rps["direct"]
+    # Bundle times here are often bimodal (both modes); the ratio of means is shown too.
+    summary["throughput_ratio_of_means"] = (statistics.mean(raw["direct"]["large_bundle_s"])
+                                            / statistics.mean(raw["proxy"]["large_bundle_s"]))
     summary["added_latency_per_bundle_ms"] = lat["proxy"] - lat["direct"]
     summary["targets_met"] = {
         "throughput_ratio>=0.9": summary["throughput_ratio_proxy_over_direct"] >= 0.9,
@@ -458,7 +461,7 @@ def print_table(summary: dict[str, Any]) -> None:
     for m in MODES:
         print(f"{m:8} {rps[m]:18.0f} {lat[m]:21.2f}")
     print(f"throughput proxy/direct: {summary['throughput_ratio_proxy_over_direct']:.3f} "
-          f"(target >= 0.9)")
+          f"(target >= 0.9); ratio of means {summary['throughput_ratio_of_means']:.3f}")
     print(f"added latency per bundle: {summary['added_latency_per_bundle_ms']:.2f} ms "
           f"(target <= 1 ms)")
     if "pipeline" in summary:

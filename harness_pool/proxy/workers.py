@@ -118,6 +118,7 @@ class Link:
         runner-side call is cancelled now."""
         with self._lock:
             self.ended.set()
+            self.connected.set()  # wakes a StartWorker still waiting; it checks ``ended``
             calls = [] if graceful else list(self._calls)
             idle = not self._calls
         for call in calls:
@@ -230,7 +231,12 @@ class ExternalWorkers:
             _LOG.info("external worker %s waiting for a stage (holding its GetProvisionInfo "
                       "up to %.0fs)", wid, self.settings.provision_hold_timeout)
             stage = self._wait_for_stage(wid, deadline, is_active)
-        return self._provision_info(wid, stage)
+        info = self._provision_info(wid, stage)
+        if not is_active():  # the boot left just as its stage arrived: fail the start now
+            link = self.link(wid, stage.serial)
+            self.fail(link, f"external worker {wid} went away before reading its provision "
+                            f"info")
+        return info
 
     def _wait_for_stage(self, wid: ExternalId, deadline: float,
                         is_active: Callable[[], bool]) -> Stage:
