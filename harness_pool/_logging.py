@@ -45,10 +45,15 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
+    """Installs (or replaces) harness-pool's stderr handler; other handlers stay
+    (so a test framework calling the CLI in-process keeps its log capture)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler._harness_pool = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if getattr(h, "_harness_pool", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(level.upper())
     # gRPC and Beam are chatty at INFO; keep our own decisions readable.
     for noisy in ("apache_beam", "urllib3", "kubernetes"):

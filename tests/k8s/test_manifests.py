@@ -357,15 +357,6 @@ def test_hpa_metric_comes_from_the_adapter_rule_on_real_sidecar_metrics() -> Non
     assert f'state=~"{"|".join(sorted(states))}"' in rule["metricsQuery"]
 
 
-def _operator_backend_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("harness_pool.scheduler.backends.operator") is None
-
-
-@pytest.mark.xfail(_operator_backend_missing(), strict=False,
-                   reason="the scheduler's flink-operator backend is not in the tree yet; "
-                   "the example cycle (backend.type flink-operator) needs it")
 def test_example_cycle_backend_exists() -> None:
     from harness_pool.scheduler.backends import operator
 
