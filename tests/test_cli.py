@@ -99,3 +99,22 @@ def test_status_of_absent_sidecar_names_the_address() -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert address in out.stderr
+
+
+def test_status_table_shows_external_workers_and_bytes_forwarded() -> None:
+    from harness_pool.sidecar.cli import format_table
+    from harness_pool.v1 import pool_pb2
+
+    status = pool_pb2.PoolStatus(address="127.0.0.1:50000", serving=True, workers=[
+        pool_pb2.WorkerStatus(pool_id="worker-1", kind="pooled", state="idle", pid=10,
+                              connected=True),
+        pool_pb2.WorkerStatus(pool_id="sdk-1", kind="external", state="busy",
+                              runner_worker_id="2-1", connected=True, bytes_forwarded=1536),
+        pool_pb2.WorkerStatus(pool_id="sdk-2", kind="external", state="disconnected"),
+    ])
+    lines = format_table(status).splitlines()
+    assert "CONNECTED" in lines[1] and "FORWARDED" in lines[1]
+    sdk1 = next(line for line in lines if line.startswith("sdk-1"))
+    assert "2-1" in sdk1 and "yes" in sdk1 and "1.5KiB" in sdk1
+    sdk2 = next(line for line in lines if line.startswith("sdk-2"))
+    assert " no " in sdk2 and " 0B" in sdk2

@@ -132,10 +132,12 @@ def status_dict(status: pool_pb2.PoolStatus) -> dict[str, Any]:
 
 
 def format_table(status: pool_pb2.PoolStatus) -> str:
-    head = ("POOL ID", "KIND", "STATE", "RUNNER WORKER ID", "PID", "UPTIME", "SERVED", "ERROR")
+    head = ("POOL ID", "KIND", "STATE", "RUNNER WORKER ID", "PID", "UPTIME", "SERVED",
+            "CONNECTED", "FORWARDED", "ERROR")
     rows = [head] + [
         (w.pool_id, w.kind, w.state, w.runner_worker_id or "-", str(w.pid or "-"),
-         f"{w.uptime_seconds:.1f}s", str(w.assignments_served), (w.last_error or "")[:60])
+         f"{w.uptime_seconds:.1f}s", str(w.assignments_served), "yes" if w.connected else "no",
+         _bytes(w.bytes_forwarded) if w.kind == "external" else "-", (w.last_error or "")[:60])
         for w in status.workers
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -143,6 +145,14 @@ def format_table(status: pool_pb2.PoolStatus) -> str:
     state = "SERVING" if status.serving else "NOT_SERVING"
     title = f"sidecar {status.address} ({status.flavor}, {state}, keeps {status.target_idle} warm)"
     return "\n".join([title, *lines])
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

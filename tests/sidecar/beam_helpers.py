@@ -45,9 +45,10 @@ class _Gate(beam.DoFn):
     """Writes this worker's pid into ``folder``, then waits until ``folder/release`` exists
     or ``need`` pid files are there (a cross-process barrier), and emits the pid."""
 
-    def __init__(self, folder: str, need: int = 0) -> None:
+    def __init__(self, folder: str, need: int = 0, hold: float = 0.0) -> None:
         self.folder = folder
         self.need = need
+        self.hold = hold
 
     def process(self, element):
         import os
@@ -64,13 +65,15 @@ class _Gate(beam.DoFn):
                                   if n.startswith("pid-")]) >= self.need:
                 break
             time.sleep(0.02)
+        time.sleep(self.hold)
         yield pid
 
 
 class BackgroundJob:
     """A pipeline running in a thread whose one stage blocks in ``_Gate``."""
 
-    def __init__(self, address: str, folder: str, need: int = 0, runner: str = "fn_api") -> None:
+    def __init__(self, address: str, folder: str, need: int = 0, runner: str = "fn_api",
+                 hold: float = 0.0) -> None:
         import threading
 
         self.folder = folder
@@ -81,7 +84,7 @@ class BackgroundJob:
                 # The shuffle after the gate gives the gated stage an output, so
                 # the runner reads the stage's data stream: Beam's Python runner
                 # notices a dead worker there (it does not on the control stream).
-                _ = (p | beam.Create([1]) | beam.ParDo(_Gate(folder, need))
+                _ = (p | beam.Create([1]) | beam.ParDo(_Gate(folder, need, hold))
                      | beam.Map(lambda pid: (pid, 1)) | beam.GroupByKey())
 
             try:

@@ -30,6 +30,7 @@ def test_kill_9_mid_bundle_fails_the_job_and_the_pool_recovers(sidecar_factory, 
     assert sidecar.wait_warm(1, timeout=60)
     run(sidecar.address, lambda p: assert_that(
         p | beam.Create([1, 2]) | beam.Map(lambda x: x * 10), equal_to([10, 20])))
+    assert sidecar.pool.wait_until_no_stage(30)  # the worker's Finished lands after run()
     assert sidecar.status().assignments[0].outcome == "finished"
     assert sidecar.status().assignments[0].pid != pid
 

@@ -52,12 +52,14 @@ def test_burst_beyond_the_pool_waits_and_is_served(sidecar_factory, tmp_path) ->
     # One warm worker, at most two processes: the third simultaneous stage must
     # wait for a process to finish and its replacement to warm up.
     sidecar = sidecar_factory(workers=1, max_processes=2, assign_timeout=60)
-    jobs = [BackgroundJob(sidecar.address, str(tmp_path), need=2) for _ in range(3)]
+    # Each stage holds its worker 1 s after the first two met at the gate.
+    jobs = [BackgroundJob(sidecar.address, str(tmp_path), need=2, hold=1.0) for _ in range(3)]
     for job in jobs:
         job.join(90)
         assert job.error is None, job.error
     assert len(set(gate_pids(str(tmp_path)))) == 3
-    assert max(a.time_to_ready_seconds for a in sidecar.status().assignments) > 0.2
+    waits = sorted(a.time_to_ready_seconds for a in sidecar.status().assignments)
+    assert waits[-1] > 0.5, f"the third stage did not wait for a free process: {waits}"
 
 
 def test_burst_beyond_the_pool_gets_a_clear_error_after_timeout(sidecar_factory,
