@@ -21,7 +21,7 @@ class Probe(MapFunction):
 
     def map(self, value):
         try:
-            import hp_shipped_mod  # noqa: F401
+            import hp_shipped_mod
 
             seen = f"present:{hp_shipped_mod.VALUE}"
         except ImportError:
