@@ -18,6 +18,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.sidecar.server import Sidecar
+from tests import shapes
 from tests.proxy.boots import BootLoop
 from tests.proxy.helpers import (
     Rendezvous,
@@ -27,7 +28,6 @@ from tests.proxy.helpers import (
     wait_waiting,
 )
 from tests.sidecar.beam_helpers import RUNNERS, run
-from tests.sidecar.test_pipelines import _BufferUntilTimer, _EmitOffsets
 
 IDS = ("sdk-1", "sdk-2")
 
@@ -47,37 +47,17 @@ def assert_through_proxy(sidecar: Sidecar, before: dict[str, int], stages: int =
                if after[k] > before[k])
 
 
-def word_count(p: beam.Pipeline) -> None:
-    stop = p | "stop" >> beam.Create(["the"])
-    counts = (
-        p
-        | beam.Create(["the cat sat", "the dog sat", "a cat ran"])
-        | beam.FlatMap(str.split)
-        | beam.Filter(lambda w, stop: w not in stop, stop=beam.pvalue.AsList(stop))
-        | beam.Map(lambda w: (w, 1))
-        | beam.GroupByKey()
-        | beam.MapTuple(lambda w, ones: (w, sum(ones)))
-    )
-    assert_that(counts, equal_to([("cat", 2), ("sat", 2), ("dog", 1), ("a", 1), ("ran", 1)]))
-
-
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_multi_stage_group_by_key_side_input(proxied: Sidecar, runner: str) -> None:
     before = served(proxied)
-    run(proxied.address, word_count, runner)
+    run(proxied.address, shapes.word_count, runner)
     assert_through_proxy(proxied, before)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_user_state_and_timers(proxied: Sidecar, runner: str) -> None:
     before = served(proxied)
-
-    def build(p: beam.Pipeline) -> None:
-        out = (p | beam.Create([("a", 3), ("b", 1), ("a", 1), ("a", 2)])
-               | beam.ParDo(_BufferUntilTimer()))
-        assert_that(out, equal_to([("a", [1, 2, 3], 3), ("b", [1], 1)]))
-
-    run(proxied.address, build, runner)
+    run(proxied.address, shapes.state_and_timers, runner)
     assert_through_proxy(proxied, before)
 
 
@@ -89,7 +69,7 @@ def test_state_channel_with_a_different_worker_id_is_routed_by_instruction(
 
     def build(p: beam.Pipeline) -> None:
         out = (p | beam.Create([("a", 3), ("b", 1), ("a", 1)])
-               | beam.ParDo(_BufferUntilTimer()))
+               | beam.ParDo(shapes.BufferUntilTimer()))
         assert_that(out, equal_to([("a", [1, 3], 2), ("b", [1], 1)]))
 
     run(sidecar.address, build)
@@ -98,33 +78,16 @@ def test_state_channel_with_a_different_worker_id_is_routed_by_instruction(
 
 
 def test_large_elements(proxied: Sidecar) -> None:
-    size = 6 * 1024 * 1024
     before = served(proxied)
-
-    def build(p: beam.Pipeline) -> None:
-        out = (
-            p
-            | beam.Create([0, 1, 2])
-            | beam.Map(lambda i: (i % 2, chr(ord("a") + i) * size))
-            | beam.GroupByKey()
-            | beam.MapTuple(lambda k, vs: (k, sorted((len(v), v[0]) for v in vs)))
-        )
-        assert_that(out, equal_to([(0, [(size, "a"), (size, "c")]), (1, [(size, "b")])]))
-
-    run(proxied.address, build)
+    run(proxied.address, shapes.large_elements)
     assert_through_proxy(proxied, before)
-    assert proxied.metrics.forwarded.labels("data")._value.get() > 3 * size
+    assert proxied.metrics.forwarded.labels("data")._value.get() > 3 * shapes.LARGE
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_splittable_dofn(proxied: Sidecar, runner: str) -> None:
     before = served(proxied)
-
-    def build(p: beam.Pipeline) -> None:
-        out = p | beam.Create([4, 10]) | beam.ParDo(_EmitOffsets())
-        assert_that(out, equal_to([(4, i) for i in range(4)] + [(10, i) for i in range(10)]))
-
-    run(proxied.address, build, runner)
+    run(proxied.address, shapes.splittable, runner)
     assert_through_proxy(proxied, before)
 
 
@@ -141,7 +104,7 @@ def test_harnesses_started_before_the_runner_are_held_then_served(
         with pytest.raises(Exception, match="timed out"):
             loop.current.wait(timeout=2)  # type: ignore[union-attr]
         assert loop.exits == []
-    run(sidecar.address, word_count)
+    run(sidecar.address, shapes.word_count)
     assert sum(served(sidecar).values()) == 1
 
 
