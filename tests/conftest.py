@@ -1,13 +1,9 @@
-"""Shared test fixtures.
+"""Shared test fixtures, one plugin module per area:
 
-The Flink fixtures (one real local cluster per test session, started lazily)
-live in ``tests/flink_fixtures.py``; the sidecar fixtures in ``tests/sidecar_fixtures.py``.
+- ``tests/sidecar_fixtures.py``: a real sidecar on a free port (``sidecar_factory``);
+- ``tests/flink_fixtures.py``: one real local Flink cluster per session (``flink_cluster``);
+- ``tests/flink_pool_fixtures.py``: a Flink cluster whose TaskManager is served by the
+  pool (``pool_on_flink``).
 """
 
-import importlib.util
-
-# TODO(integration): plain list once tests/flink_fixtures.py has landed.
-pytest_plugins = [
-    name for name in ("tests.flink_fixtures", "tests.sidecar_fixtures", "tests.flink_pool_fixtures")
-    if importlib.util.find_spec(name) is not None
-]
+pytest_plugins = ["tests.sidecar_fixtures", "tests.flink_fixtures", "tests.flink_pool_fixtures"]

@@ -19,7 +19,7 @@ import pytest
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
 
 
-def _skip_reason() -> str | None:
+def _missing_prerequisite() -> str | None:
     if shutil.which("java") is None:
         return "no java on PATH"
     try:
@@ -33,9 +33,10 @@ def _skip_reason() -> str | None:
 def flink_cluster(tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[object]:
     """A started ``LocalFlinkCluster`` shared by the whole session."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
+    reason = _missing_prerequisite()
+    if reason:  # a missing prerequisite is a failure, never a silently skipped suite
+        pytest.fail(f"the Flink tests need Java 17 and apache-flink: {reason} "
+                    "(make test installs apache-flink; apt-get install openjdk-17-jre-headless)")
     from harness_pool.flink.local_cluster import LocalFlinkCluster
 
     cluster = LocalFlinkCluster(tmp_path_factory.mktemp("flink-cluster"), slots=4)

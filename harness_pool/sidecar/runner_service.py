@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -119,10 +120,10 @@ def build_assignment(
 
 class ExternalWorkerPoolServicer(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
     def __init__(self, dispatcher: Dispatcher, settings: SidecarSettings,
-                 on_error: object = None) -> None:
+                 on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.dispatcher = dispatcher
         self.settings = settings
-        self._on_error = on_error if callable(on_error) else (lambda reason: None)
+        self._on_error = on_error
 
     def StartWorker(
         self, request: beam_fn_api_pb2.StartWorkerRequest, context: grpc.ServicerContext

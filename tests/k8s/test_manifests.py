@@ -322,7 +322,7 @@ def test_scheduler_deployment_runs_the_cycle_with_its_identity() -> None:
 
 def test_monitors_select_what_exposes_metrics() -> None:
     pm = find(OBJECTS, "PodMonitor", "harness-pool-sidecar")
-    for where, spec in PODS:
+    for _where, spec in PODS:
         side = container(spec, SIDECAR)
         for ep in pm["spec"]["podMetricsEndpoints"]:
             port_named(side, ep["port"])

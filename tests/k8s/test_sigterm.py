@@ -61,7 +61,7 @@ def _watch(address: str, out: queue.Queue[tuple[float, int]], stop: threading.Ev
 def test_readiness_drops_before_the_port_closes(tmp_path: Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    log = open(tmp_path / "sidecar.log", "wb")  # noqa: SIM115 - closed in finally
+    log = open(tmp_path / "sidecar.log", "wb")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen(
