@@ -26,6 +26,8 @@ from harness_pool._errors import PermanentError, TemporaryError
 from harness_pool.scheduler.backends.base import SavepointResult, SubmitResult
 from harness_pool.scheduler.config import BackendConfig, JobSpec
 
+_TERMINAL_JOB_STATES = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
+
 log = logging.getLogger(__name__)
 
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
@@ -162,7 +164,22 @@ class FlinkRestBackend:
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel", f"cancel {job.name} ({job_id})")
 
     def free_slots(self) -> int:
-        return int(self._call("GET", "/overview", "cluster overview")["slots-available"])
+        """Slots not claimed by any live job: total slots minus each live job's need.
+
+        ``slots-available`` of ``/overview`` lags behind a job that just stopped (the
+        TaskManager frees its slots a moment later), so a rescale right after a stop
+        would see too few; a job's need (its largest vertex parallelism, with Flink's
+        default slot sharing) is known at once.
+        """
+        total = int(self._call("GET", "/overview", "cluster overview")["slots-total"])
+        jobs = self._call("GET", "/jobs", "job list")["jobs"]  # states without the web cache
+        used = 0
+        for j in jobs:
+            if j["status"] in _TERMINAL_JOB_STATES:
+                continue
+            detail = self._call("GET", f"/jobs/{j['id']}", f"job {j['id']}")
+            used += max((v["parallelism"] for v in detail.get("vertices", [])), default=0)
+        return max(0, total - used)
 
     def dispose(self, path: str, timeout: float = 60.0) -> None:
         data = self._call("POST", "/savepoint-disposal", f"dispose {path}",

@@ -70,8 +70,8 @@ def main() -> None:
     config = Configuration()
     config.set_string("python.fn-execution.bundle.size", "5")
     config.set_string("python.fn-execution.bundle.time", "100")
+    # Parallelism comes from the submission (the scheduler's rescale step), default 1.
     env = StreamExecutionEnvironment.get_execution_environment(config)
-    env.set_parallelism(1)
     source = NumberSequenceSource(0, 2**62)
     numbers = env.from_source(source, WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
     (
