@@ -22,7 +22,10 @@ FINISHED and ``lifecycleState`` SUSPENDED; running restores from
 ``fallback_last_state`` (suspend without a savepoint, as the operator does
 for an unhealthy job with last-state fallback enabled), ``savepoint_fails``
 (error in ``status.error``, job stays RUNNING), ``never_finishes`` (a bounded
-job stays RUNNING). ``restored_from`` logs which savepoint each start used.
+job stays RUNNING). A new ``spec.job.savepointTriggerNonce`` on a running job
+takes a MANUAL savepoint reported in ``savepointInfo.lastSavepoint`` with that
+``triggerNonce`` (or fails with ``savepoint_fails``). ``restored_from`` logs
+which savepoint each start used.
 """
 
 from __future__ import annotations
@@ -82,12 +85,40 @@ class FakeOperator:
         if want == "running" and js.get("state") == "RECONCILING":
             js["state"], status["lifecycleState"] = "RUNNING", "STABLE"
             return True
+        manual = job.get("savepointTriggerNonce")
+        if want == "running" and js.get("state") == "RUNNING" and manual is not None \
+                and manual != status.get("_savepointNonce"):
+            return self._manual_savepoint(name, manual, status, js)
         if want == "running" and js.get("state") == "RUNNING" and name.startswith("bounded"):
             status["_reads"] = status.get("_reads", 0) + 1
             if name not in self.never_finishes and status["_reads"] >= self.finish_after_reads:
                 js["state"] = "FINISHED"
                 return True
         return False
+
+    def _manual_savepoint(self, name: str, nonce: int, status: dict[str, Any],
+                          js: dict[str, Any]) -> bool:
+        """``spec.job.savepointTriggerNonce`` changed: first read starts the savepoint
+        (``savepointInfo.triggerId``), the next completes it (``lastSavepoint`` with the
+        nonce) or fails it (``status.error``); the job keeps running either way."""
+        info = js.setdefault("savepointInfo", {})
+        if not info.get("triggerId"):
+            info["triggerId"] = f"{nonce:032x}"[:32]
+            info["triggerType"] = "MANUAL"
+            return True
+        info.pop("triggerId")
+        status["_savepointNonce"] = nonce
+        if name in self.savepoint_fails:
+            status["error"] = ("Savepoint failed: java.io.IOException: "
+                               "Cannot create savepoint directory")
+            return True
+        self.savepoints_taken += 1
+        path = f"file:/savepoints/{name}/savepoint-{self.savepoints_taken:04d}"
+        info["lastSavepoint"] = {"location": path, "triggerType": "MANUAL",
+                                 "formatType": "CANONICAL", "triggerNonce": nonce,
+                                 "timeStamp": 1_000 * self.savepoints_taken}
+        info.setdefault("savepointHistory", []).append(info["lastSavepoint"])
+        return True
 
     def _suspend(self, name: str, job: dict[str, Any], status: dict[str, Any],
                  js: dict[str, Any]) -> bool:

@@ -182,3 +182,40 @@ def test_bounded_job_as_a_flink_session_job(kube, tmp_path):
     assert state.cycles[-1].ok, state.cycles[-1].failure
     assert kube.get_object("flinksessionjobs", "bounded-session")["status"]["jobStatus"][
         "state"] == "FINISHED"
+
+
+SAVEPOINT_STEP = [{"action": "savepoint", "job": "streaming", "timeout": "60s"}]
+
+
+def test_savepoint_step_uses_the_trigger_nonce_and_is_recorded(kube, tmp_path):
+    state = run(kube, tmp_path, steps=SAVEPOINT_STEP)
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    assert [(r.job, r.path) for r in state.history] == [
+        ("streaming", "file:/savepoints/streaming/savepoint-0001")]
+    obj = kube.get_object("flinkdeployments", "streaming")
+    assert obj["spec"]["job"]["savepointTriggerNonce"] > 0
+    assert obj["spec"]["job"]["state"] == "running"  # a savepoint step never stops the job
+    assert obj["status"]["jobStatus"]["savepointInfo"]["lastSavepoint"]["triggerType"] == "MANUAL"
+
+
+def test_savepoint_step_asked_twice_triggers_once(kube, tmp_path):
+    cfg = op_cycle(tmp_path, steps=SAVEPOINT_STEP)
+    backend = OperatorBackend(kube.api_client(), "default")
+    job = cfg.jobs["streaming"]
+    backend.trigger_savepoint(job, "streaming", "cycle-1/sp", "")
+    first = kube.get_object("flinkdeployments", "streaming")["spec"]["job"]
+    backend.trigger_savepoint(job, "streaming", "cycle-1/sp", "")  # a restarted scheduler
+    again = kube.get_object("flinkdeployments", "streaming")["spec"]["job"]
+    assert first["savepointTriggerNonce"] == again["savepointTriggerNonce"]
+    states = [backend.savepoint_status(job, "streaming", "cycle-1/sp").status for _ in range(3)]
+    assert states[-1] == "COMPLETED" and kube.operator.savepoints_taken == 1
+
+
+def test_failing_savepoint_step_is_reported_and_the_job_keeps_running(kube, tmp_path):
+    kube.operator.savepoint_fails.add("streaming")
+    state = run(kube, tmp_path, steps=SAVEPOINT_STEP)
+    assert "Savepoint failed" in state.cycles[-1].failure
+    assert not state.history
+    obj = kube.get_object("flinkdeployments", "streaming")
+    assert obj["spec"]["job"]["state"] == "running"
+    assert obj["status"]["jobStatus"]["state"] == "RUNNING"

@@ -32,6 +32,14 @@ PLURALS = {"FlinkDeployment": "flinkdeployments", "FlinkSessionJob": "flinksessi
 A_TRIGGER = "harness-pool/trigger"
 A_BEFORE = "harness-pool/savepoint-before"
 A_STARTED = "harness-pool/started-by"
+A_KIND = "harness-pool/trigger-kind"  # "suspend" or "savepoint"
+
+
+def trigger_nonce(trigger_id: str) -> int:
+    """The ``spec.job.savepointTriggerNonce`` a trigger id maps to (stable, non-zero)."""
+    import hashlib
+
+    return int(hashlib.sha256(trigger_id.encode()).hexdigest()[:12], 16) or 1
 
 
 def _savepoint_of(obj: dict[str, Any]) -> str:
@@ -118,6 +126,7 @@ class OperatorBackend:
             log.info("%s %s: suspend %s already requested", job.kind, job.resource, trigger_id)
             return
         notes[A_TRIGGER] = trigger_id
+        notes[A_KIND] = "suspend"
         notes[A_BEFORE] = _savepoint_of(obj)
         spec_job = obj["spec"]["job"]
         spec_job["state"] = "suspended"
@@ -129,16 +138,39 @@ class OperatorBackend:
 
     def trigger_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
                           target_dir: str) -> None:
-        raise PermanentError("savepoint steps on the operator: use the operator's "
-                             "spec.job.savepointTriggerNonce or periodic savepoints")
+        """A manual savepoint of the running job: the operator's documented
+        ``spec.job.savepointTriggerNonce`` (a new value triggers one). The nonce is
+        derived from the trigger id, so asking twice triggers once."""
+        obj = self._get(job)
+        spec_job = obj["spec"]["job"]
+        nonce = trigger_nonce(trigger_id)
+        if spec_job.get("savepointTriggerNonce") == nonce:
+            log.info("%s %s: savepoint %s already requested", job.kind, job.resource, trigger_id)
+            return
+        notes = self._annotations(obj)
+        notes[A_TRIGGER] = trigger_id
+        notes[A_KIND] = "savepoint"
+        spec_job["savepointTriggerNonce"] = nonce
+        if target_dir:
+            obj["spec"].setdefault("flinkConfiguration", {})[
+                "execution.checkpointing.savepoint-dir"] = target_dir
+        self._put(job, obj)
 
     def savepoint_status(self, job: JobSpec, job_id: str, trigger_id: str) -> SavepointResult:
         obj = self._get(job)
         status = obj.get("status", {})
         notes = self._annotations(obj)
         if notes.get(A_TRIGGER) != trigger_id:
-            return SavepointResult("FAILED", error=f"suspend {trigger_id} was never requested")
+            return SavepointResult("FAILED", error=f"savepoint {trigger_id} was never requested")
         error = str(status.get("error") or "")
+        if notes.get(A_KIND) == "savepoint":
+            info = (status.get("jobStatus") or {}).get("savepointInfo") or {}
+            last = info.get("lastSavepoint") or {}
+            if last.get("triggerNonce") == trigger_nonce(trigger_id) and last.get("location"):
+                return SavepointResult("COMPLETED", location=str(last["location"]))
+            if "savepoint" in error.lower():
+                return SavepointResult("FAILED", error=f"{job.kind} {job.resource}: {error}")
+            return SavepointResult("IN_PROGRESS")
         if status.get("lifecycleState") == "SUSPENDED":
             path = _savepoint_of(obj)
             if path and path != notes.get(A_BEFORE, ""):
