@@ -126,6 +126,38 @@ class FakeVerverica:
         })
         dep["status"]["state"] = "RUNNING" if failed else "SUSPENDED"
 
+    def _create_savepoint(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """A user-requested savepoint of a running deployment: STARTED, completed (or
+        failed, with ``savepoint_fails``) on the next list."""
+        meta = body.get("metadata") or {}
+        dep = next((d for d in self.deployments.values()
+                    if d["metadata"]["id"] == meta.get("deploymentId")), None)
+        if dep is None:
+            return 404, {"message": f"deployment id {meta.get('deploymentId')!r} not found"}
+        if dep["status"]["state"] != "RUNNING":
+            return 409, {"message": f"deployment {dep['metadata']['name']} is not RUNNING"}
+        sp = {"kind": "Savepoint",
+              "metadata": {"id": str(uuid.uuid4()), "deploymentId": meta["deploymentId"],
+                           "origin": "USER_REQUEST", "createdAt": self._tick(),
+                           "annotations": dict(meta.get("annotations") or {})},
+              "spec": {"savepointLocation": ""}, "status": {"state": "STARTED"},
+              "_deployment": dep["metadata"]["name"]}
+        self.savepoints.append(sp)
+        return 201, {k: v for k, v in sp.items() if not k.startswith("_")}
+
+    def _complete_savepoints(self) -> None:
+        for sp in self.savepoints:
+            if sp["status"]["state"] != "STARTED":
+                continue
+            name = sp.pop("_deployment", "")
+            if name in self.switches.savepoint_fails:
+                sp["status"] = {"state": "FAILED",
+                                "failure": {"message": "Savepoint failed: checkpoint declined"}}
+            else:
+                sp["spec"]["savepointLocation"] = \
+                    f"s3://sp/{name}/savepoint-{sp['metadata']['createdAt']:04d}"
+                sp["status"] = {"state": "COMPLETED"}
+
     # -- HTTP -----------------------------------------------------------------------
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -158,6 +190,9 @@ class FakeVerverica:
             def do_PATCH(self) -> None:
                 self._route("PATCH")
 
+            def do_POST(self) -> None:
+                self._route("POST")
+
             def do_DELETE(self) -> None:
                 self._route("DELETE")
 
@@ -169,7 +204,10 @@ class FakeVerverica:
     def _serve(self, method: str, kind: str, name: str | None, query: str,
                body: dict[str, Any]) -> tuple[int, Any]:
         if kind == "savepoints":
+            if method == "POST":
+                return self._create_savepoint(body)
             if method == "GET":
+                self._complete_savepoints()
                 dep_id = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get(
                     "deploymentId")
                 items = [s for s in self.savepoints

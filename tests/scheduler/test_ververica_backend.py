@@ -62,3 +62,33 @@ def test_retention_deletes_old_savepoints_on_the_platform(vvp, tmp_path):
     r.run_once()
     locations = [s["spec"]["savepointLocation"] for s in vvp.savepoints]
     assert first not in locations and len(locations) == 1
+
+
+SAVEPOINT_STEP = [{"action": "savepoint", "job": "streaming", "timeout": "60s"}]
+
+
+def test_savepoint_step_requests_one_savepoint_and_records_it(vvp, tmp_path):
+    state = runner(vvp, tmp_path, steps=SAVEPOINT_STEP).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    (taken,) = [s for s in vvp.savepoints if s["metadata"]["origin"] == "USER_REQUEST"]
+    assert state.history[-1].path == taken["spec"]["savepointLocation"] != ""
+    assert vvp.deployments["streaming"]["status"]["state"] == "RUNNING"  # never stopped
+
+
+def test_savepoint_step_asked_twice_posts_once(vvp, tmp_path):
+    cfg = cycle(tmp_path, backend={"type": "ververica", "url": vvp.url},
+                jobs={"streaming": {"resource": "streaming"},
+                      "bounded": {"resource": "bounded-job"}}, steps=SAVEPOINT_STEP)
+    backend = VervericaBackend(cfg.backend)
+    job = cfg.jobs["streaming"]
+    backend.trigger_savepoint(job, "streaming", "c1/sp", "")
+    backend.trigger_savepoint(job, "streaming", "c1/sp", "")  # a restarted scheduler
+    assert len(vvp.savepoints) == 1
+    assert backend.savepoint_status(job, "streaming", "c1/sp").status == "COMPLETED"
+
+
+def test_failing_savepoint_step_is_reported(vvp, tmp_path):
+    vvp.switches.savepoint_fails.add("streaming")
+    state = runner(vvp, tmp_path, steps=SAVEPOINT_STEP).run_once()
+    assert "Savepoint failed: checkpoint declined" in state.cycles[-1].failure
+    assert vvp.deployments["streaming"]["status"]["state"] == "RUNNING"

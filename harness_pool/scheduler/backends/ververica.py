@@ -4,7 +4,8 @@ A job is a Deployment (``job.resource``); requests are ``PATCH
 /api/v1/namespaces/{ns}/deployments/{name}`` of ``spec.state`` (RUNNING,
 SUSPENDED, CANCELLED) and are verified by polling ``status.state``.
 Savepoints come from ``GET /savepoints?deploymentId=``; a suspend counts only
-when a new COMPLETED savepoint of origin SUSPEND appears. The trigger id and
+when a new COMPLETED savepoint of origin SUSPEND appears. A savepoint step is a
+``POST /savepoints`` for the deployment carrying the trigger id as an annotation. The trigger id and
 the newest savepoint before it are written into the deployment's annotations
 with the same PATCH, so a restarted scheduler recognises its own request.
 """
@@ -84,11 +85,33 @@ class VervericaBackend:
 
     def trigger_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
                           target_dir: str) -> None:
-        raise PermanentError("savepoint steps on Ververica Platform are not supported here; "
-                             "use suspend/resume")
+        """``POST /savepoints`` for the deployment, annotated with the trigger id; a
+        savepoint that already carries the id (a restarted scheduler) is not asked again."""
+        dep = self._deployment(job)
+        if self._manual(dep, trigger_id) is not None:
+            log.info("deployment %s: savepoint %s already requested", job.resource, trigger_id)
+            return
+        self._call("POST", "/savepoints", f"savepoint of deployment {job.resource}", json={
+            "metadata": {"deploymentId": dep["metadata"]["id"],
+                         "annotations": {A_TRIGGER: trigger_id}}})
+
+    def _manual(self, dep: dict[str, Any], trigger_id: str) -> dict[str, Any] | None:
+        for sp in self._savepoints(dep):
+            if (sp["metadata"].get("annotations") or {}).get(A_TRIGGER) == trigger_id:
+                return sp
+        return None
 
     def savepoint_status(self, job: JobSpec, job_id: str, trigger_id: str) -> SavepointResult:
         dep = self._deployment(job)
+        manual = self._manual(dep, trigger_id)
+        if manual is not None:
+            state = manual["status"]["state"]
+            if state == "COMPLETED":
+                return SavepointResult("COMPLETED", location=manual["spec"]["savepointLocation"])
+            if state == "FAILED":
+                reason = (manual["status"].get("failure") or {}).get("message", "failed")
+                return SavepointResult("FAILED", error=f"deployment {job.resource}: {reason}")
+            return SavepointResult("IN_PROGRESS")
         notes = dep["metadata"].get("annotations") or {}
         if notes.get(A_TRIGGER) != trigger_id:
             return SavepointResult("FAILED", error=f"suspend {trigger_id} was never requested")
