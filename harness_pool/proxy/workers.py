@@ -178,6 +178,17 @@ class ExternalWorkers:
             self.core.draining = True
             self._cond.notify_all()
 
+    def wait_until_no_stage(self, timeout: float) -> bool:
+        """Waits (during a drain) for live external stages to end; True when none is left."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.core.live():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
     def stop(self) -> None:
         """Ends every live stage (runner-side calls cancelled, harness streams closed)."""
         self._stopped.set()

@@ -154,7 +154,12 @@ class Sidecar:
         self.pool.drain()
         if self.external is not None:
             self.external.drain()
-        if not self.pool.wait_until_no_stage(s.drain_timeout):
+        deadline = time.monotonic() + s.drain_timeout
+        drained = self.pool.wait_until_no_stage(s.drain_timeout)
+        if self.external is not None:
+            drained = self.external.wait_until_no_stage(
+                max(0.0, deadline - time.monotonic())) and drained
+        if not drained:
             _LOG.warning("stages still running after %.0fs drain; stopping their workers",
                          s.drain_timeout)
         if self.external is not None:

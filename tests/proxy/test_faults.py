@@ -137,3 +137,27 @@ def test_artifact_retrieval_is_forwarded_to_the_stage_with_the_runner_id(
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION  # sdk-2 has no stage
     assert "sdk-2" in err.value.details()
     assert sidecar.metrics.forwarded.labels("artifact")._value.get() >= len(b"hello")
+
+
+def test_shutdown_lets_a_running_external_stage_finish(
+        sidecar_factory: Callable[..., Sidecar], boots: Callable[[list[str]], BootLoop],
+        tmp_path: Path) -> None:
+    """SIGTERM's drain waits for external stages as for pooled ones (up to --drain-timeout)."""
+    import threading
+
+    sidecar = sidecar_factory(workers=0, external_worker_ids=("sdk-1",), warm=False,
+                              drain_timeout=30)
+    start_beam_boots(sidecar, boots, "sdk-1")
+    gate = tmp_path / "gate"
+    job = BackgroundJob(sidecar.address, lambda p: assert_that(
+        p | beam.Create([7]) | beam.Map(wait_for_gate, str(gate)), equal_to([7])))
+    wait_for(lambda: externals(sidecar)["sdk-1"].state == "busy", 60, "sdk-1 busy")
+    stopper = threading.Thread(target=sidecar.stop)
+    stopper.start()
+    wait_for(lambda: not sidecar.status().serving, 10, "readiness to drop")
+    assert externals(sidecar)["sdk-1"].state == "busy", "the stage was cut, not drained"
+    gate.write_text("go")
+    job.join()
+    stopper.join(60)
+    assert not stopper.is_alive()
+    assert job.errors == [], job.errors
