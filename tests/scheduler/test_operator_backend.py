@@ -219,3 +219,34 @@ def test_failing_savepoint_step_is_reported_and_the_job_keeps_running(kube, tmp_
     obj = kube.get_object("flinkdeployments", "streaming")
     assert obj["spec"]["job"]["state"] == "running"
     assert obj["status"]["jobStatus"]["state"] == "RUNNING"
+
+
+class _Racing:
+    """A CoordinationV1Api whose reads let a rival act between read and write."""
+
+    def __init__(self, api, rival) -> None:
+        self.api, self.rival = api, rival
+
+    def read_namespaced_lease(self, *args, **kwargs):
+        try:
+            return self.api.read_namespaced_lease(*args, **kwargs)
+        finally:
+            self.rival()  # the rival writes after our read, before our write
+
+    def __getattr__(self, name):
+        return getattr(self.api, name)
+
+
+@pytest.mark.parametrize("first", ["create", "takeover"])
+def test_two_replicas_racing_for_the_lease_never_both_lead(kube, first):
+    api = client.CoordinationV1Api(kube.api_client())
+    a = LeaseElector(api, "default", "scheduler", "a", duration=15)
+    if first == "takeover":
+        assert LeaseElector(api, "default", "scheduler", "old", duration=15).is_leader(0.0)
+    now = 1000.0  # any lease taken at 0.0 has expired by now
+    results = {}
+    b = LeaseElector(_Racing(api, lambda: results.setdefault("a", a.is_leader(now))),
+                     "default", "scheduler", "b", duration=15)
+    results["b"] = b.is_leader(now)
+    assert results == {"a": True, "b": False}, "the replica that wrote second must not lead"
+    assert api.read_namespaced_lease("scheduler", "default").spec.holder_identity == "a"
