@@ -55,6 +55,9 @@ def register(sub: Any) -> None:
     p.add_argument("--external-worker-ids", default="",
                    help="fixed-endpoint mode: comma-separated ids of unmodified SDK harness "
                    "containers allowed to connect (started with --id=ID)")
+    p.add_argument("--fn-api-port", type=int, default=d.fn_api_port,
+                   help="fixed-endpoint mode: serve the SDK-facing Fn API on this separate port "
+                   "(the endpoints harnesses are given name it); 0 = the main port")
     p.add_argument("--provision-hold-timeout", type=float, default=d.provision_hold_timeout,
                    help="fixed-endpoint mode: seconds GetProvisionInfo from an unassigned "
                    "external worker is held before UNAVAILABLE")
@@ -91,7 +94,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         start_timeout=args.start_timeout,
         provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
         stop_grace=args.stop_grace, id_prefix=args.id_prefix, external_worker_ids=ids,
-        provision_hold_timeout=args.provision_hold_timeout, health_port=args.health_port,
+        provision_hold_timeout=args.provision_hold_timeout, fn_api_port=args.fn_api_port,
+        health_port=args.health_port,
         health_host=args.health_host, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

@@ -109,7 +109,11 @@ class Sidecar:
         reach = self.address if s.host not in ("0.0.0.0", "::", "[::]") else f"127.0.0.1:{port}"
         # -- fixed-endpoint mode (harness_pool.proxy): endpoints it hands out name us.
         if self.external is not None:
-            self.external.set_address(reach)
+            if s.fn_api_port:
+                fn_port = _bind(self.server, s.host, s.fn_api_port)
+                self.external.set_address(f"{reach.rsplit(':', 1)[0]}:{fn_port}")
+            else:
+                self.external.set_address(reach)
         # -- end fixed-endpoint mode
         launcher = self._launcher or (ForkServerLauncher(reach, s.flavor) if s.spawn == "fork"
                                       else WorkerLauncher(reach, s.flavor))

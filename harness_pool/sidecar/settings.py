@@ -63,6 +63,11 @@ class SidecarSettings:
     external_worker_ids: tuple[str, ...] = ()
     """Fixed-endpoint mode: ids of unmodified SDK harness containers that may connect."""
 
+    fn_api_port: int = 0
+    """Fixed-endpoint mode: a separate port for the SDK-facing Fn API (provision,
+    artifacts, logging, control, data, state); endpoints handed to harnesses name it.
+    0: the main port serves them too."""
+
     provision_hold_timeout: float = 60.0
     """Fixed-endpoint mode: how long GetProvisionInfo from an unassigned external worker
     is held before it answers UNAVAILABLE (the boot retries; no crash loop)."""
@@ -114,6 +119,13 @@ class SidecarSettings:
             seen.add(wid)
         if self.workers == 0 and not self.external_worker_ids:
             problems.append("--workers 0 needs --external-worker-ids, or nothing can serve")
+        if not 0 <= self.fn_api_port <= 65535:
+            problems.append(f"--fn-api-port: {self.fn_api_port} is not a port number")
+        elif self.fn_api_port and not self.external_worker_ids:
+            problems.append("--fn-api-port: only meaningful with --external-worker-ids")
+        elif self.fn_api_port and self.fn_api_port in (self.port, self.health_port):
+            problems.append(f"--fn-api-port: {self.fn_api_port} is already used by another "
+                            "listener")
         if not 0 <= self.health_port <= 65535:
             problems.append(f"--health-port: {self.health_port} is not a port number")
         elif self.health_port and self.health_port == self.port:

@@ -12,6 +12,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.sidecar.server import Sidecar
+from tests import shapes
 from tests.proxy.boots import BootLoop
 from tests.proxy.helpers import (
     BackgroundJob,
@@ -161,3 +162,22 @@ def test_shutdown_lets_a_running_external_stage_finish(
     stopper.join(60)
     assert not stopper.is_alive()
     assert job.errors == [], job.errors
+
+
+def test_fn_api_on_a_separate_port(sidecar_factory: Callable[..., Sidecar],
+                                   boots: Callable[[list[str]], BootLoop]) -> None:
+    """--fn-api-port: harnesses boot against that port and every endpoint they are given
+    (control, logging, data, state) names it."""
+    from harness_pool.flink.local_cluster import free_port
+    from tests.proxy.boots import beam_boot
+
+    fn_port = free_port()
+    sidecar = sidecar_factory(workers=0, external_worker_ids=("sdk-1",), warm=False,
+                              fn_api_port=fn_port)
+    assert sidecar.external is not None
+    assert sidecar.external.address.endswith(f":{fn_port}")
+    boots(beam_boot("sdk-1", f"127.0.0.1:{fn_port}"))
+    wait_waiting(sidecar, "sdk-1")
+    run(sidecar.address, shapes.word_count)  # data and a side input through the proxy
+    assert served(sidecar) == {"sdk-1": 1}
+    assert externals(sidecar)["sdk-1"].bytes_forwarded > 0
