@@ -35,9 +35,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from harness_pool.testing._http import HttpFake
 
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/"
@@ -146,7 +148,7 @@ class FakeOperator:
         return True
 
 
-class FakeKubeApi:
+class FakeKubeApi(HttpFake):
     """The server. ``url`` for the client; ``objects`` keyed by (plural, ns, name)."""
 
     def __init__(self, operator: FakeOperator | None = None) -> None:
@@ -155,28 +157,7 @@ class FakeKubeApi:
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self._version = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="fake-kube-api")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeKubeApi:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeKubeApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._handler(), "fake-kube-api")
 
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(json.dumps({

@@ -23,8 +23,10 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from harness_pool.testing._http import HttpFake
 
 _PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|savepoints)"
                    r"(?:/(?P<name>[^/]+))?/?$")
@@ -37,7 +39,7 @@ class VervericaSwitches:
     finish_after_reads: int = 3
 
 
-class FakeVerverica:
+class FakeVerverica(HttpFake):
     def __init__(self, switches: VervericaSwitches | None = None) -> None:
         self.switches = switches or VervericaSwitches()
         self.deployments: dict[str, dict[str, Any]] = {}
@@ -45,22 +47,7 @@ class FakeVerverica:
         self.restored_from: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
         self._clock = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="fake-ververica")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeVerverica:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(self._handler(), "fake-ververica")
 
     def add_deployment(self, name: str, state: str = "RUNNING",
                        namespace: str = "default") -> dict[str, Any]:

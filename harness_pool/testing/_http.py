@@ -1,0 +1,40 @@
+"""The life cycle the in-process HTTP fakes share: a threaded server on 127.0.0.1
+and a free port, ``url``, ``start``/``stop`` and context-manager use.
+
+A fake subclasses ``HttpFake`` and passes its request handler class; the
+server thread is the only one that runs the handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
+
+_F = TypeVar("_F", bound="HttpFake")
+
+
+class HttpFake:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name=name)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self: _F) -> _F:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self: _F) -> _F:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
