@@ -7,11 +7,49 @@ server thread is the only one that runs the handler.
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _F = TypeVar("_F", bound="HttpFake")
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """JSON in and out; every method goes to ``route(method)``, which a fake defines."""
+
+    def route(self, method: str) -> None:
+        raise NotImplementedError
+
+    def reply(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}") if length else {}
+
+    def do_GET(self) -> None:
+        self.route("GET")
+
+    def do_POST(self) -> None:
+        self.route("POST")
+
+    def do_PUT(self) -> None:
+        self.route("PUT")
+
+    def do_PATCH(self) -> None:
+        self.route("PATCH")
+
+    def do_DELETE(self) -> None:
+        self.route("DELETE")
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 class HttpFake:

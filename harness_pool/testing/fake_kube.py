@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from harness_pool.testing._http import HttpFake
+from harness_pool.testing._http import HttpFake, JsonHandler
 
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/"
@@ -198,24 +198,12 @@ class FakeKubeApi(HttpFake):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _status(self, code: int, reason: str, message: str) -> None:
-                self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "message": message, "reason": reason, "code": code})
+                self.reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                  "message": message, "reason": reason, "code": code})
 
-            def _body(self) -> Any:
-                length = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(length) or b"{}")
-
-            def _route(self, method: str) -> None:
+            def route(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
                 api.requests.append((method, path))
                 match = _PATH.match(path)
@@ -226,24 +214,6 @@ class FakeKubeApi(HttpFake):
                 with api.lock:
                     api._serve(self, method, plural, ns, name)
 
-            def do_GET(self) -> None:
-                self._route("GET")
-
-            def do_POST(self) -> None:
-                self._route("POST")
-
-            def do_PUT(self) -> None:
-                self._route("PUT")
-
-            def do_PATCH(self) -> None:
-                self._route("PATCH")
-
-            def do_DELETE(self) -> None:
-                self._route("DELETE")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
         return Handler
 
     def _serve(self, h: Any, method: str, plural: str, ns: str, name: str | None) -> None:
@@ -251,11 +221,11 @@ class FakeKubeApi(HttpFake):
         kind = KINDS[plural]
         if method == "GET" and name is None:
             items = [o for (p, n, _), o in self.objects.items() if p == plural and n == ns]
-            h._reply(200, {"kind": f"{kind}List", "items": items,
+            h.reply(200, {"kind": f"{kind}List", "items": items,
                            "metadata": {"resourceVersion": str(self._version)}})
             return
         if method == "POST":
-            body = h._body()
+            body = h.body()
             name = body.get("metadata", {}).get("name", "")
             key = (plural, ns, name)
             if key in self.objects:
@@ -265,7 +235,7 @@ class FakeKubeApi(HttpFake):
             body["kind"] = kind
             self._bump(body)
             self.objects[key] = body
-            h._reply(201, body)
+            h.reply(201, body)
             return
         if key not in self.objects:
             h._status(404, "NotFound", f'{plural} "{name}" not found')
@@ -274,9 +244,9 @@ class FakeKubeApi(HttpFake):
         if method == "GET":
             if self.operator.step(current):
                 self._bump(current)
-            h._reply(200, current)
+            h.reply(200, current)
         elif method == "PUT":
-            body = h._body()
+            body = h.body()
             sent = body.get("metadata", {}).get("resourceVersion")
             if sent and sent != current["metadata"]["resourceVersion"]:
                 h._status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": '
@@ -288,14 +258,14 @@ class FakeKubeApi(HttpFake):
             body["kind"] = kind
             self._bump(body)
             self.objects[key] = body
-            h._reply(200, body)
+            h.reply(200, body)
         elif method == "PATCH":
-            _merge(current, h._body())
+            _merge(current, h.body())
             self._bump(current)
-            h._reply(200, current)
+            h.reply(200, current)
         elif method == "DELETE":
             del self.objects[key]
-            h._reply(200, {"kind": "Status", "status": "Success"})
+            h.reply(200, {"kind": "Status", "status": "Success"})
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:

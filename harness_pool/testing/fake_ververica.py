@@ -18,7 +18,6 @@ suspend savepoint FAILS and the deployment keeps RUNNING), ``never_finishes``
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from harness_pool.testing._http import HttpFake
+from harness_pool.testing._http import HttpFake, JsonHandler
 
 _PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|savepoints)"
                    r"(?:/(?P<name>[^/]+))?/?$")
@@ -150,41 +149,17 @@ class FakeVerverica(HttpFake):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, code: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _route(self, method: str) -> None:
+        class Handler(JsonHandler):
+            def route(self, method: str) -> None:
                 path, _, query = self.path.partition("?")
                 match = _PATH.match(path)
                 if not match:
-                    self._reply(404, {"message": f"no route {path}"})
+                    self.reply(404, {"message": f"no route {path}"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                body = self.body()
                 with fake.lock:
                     code, out = fake._serve(method, match["kind"], match["name"], query, body)
-                self._reply(code, out)
-
-            def do_GET(self) -> None:
-                self._route("GET")
-
-            def do_PATCH(self) -> None:
-                self._route("PATCH")
-
-            def do_POST(self) -> None:
-                self._route("POST")
-
-            def do_DELETE(self) -> None:
-                self._route("DELETE")
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.reply(code, out)
 
         return Handler
 
