@@ -30,10 +30,19 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def stop_all(started: list[Sidecar]) -> None:
+    """Stops every sidecar and fails if any worker process it started is still alive."""
+    pids: set[int] = set()
+    for sidecar in started:
+        pids.update(w.pid for w in sidecar.status().workers if w.pid)
+        sidecar.stop()
+    leaked = [pid for pid in pids if pid_alive(pid)]
+    assert not leaked, f"worker processes left behind: {leaked}"
+
+
 @pytest.fixture
 def sidecar_factory() -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
-    pids: set[int] = set()
 
     def make(warm: bool = True, **kwargs: Any) -> Sidecar:
         kwargs.setdefault("port", 0)
@@ -50,11 +59,7 @@ def sidecar_factory() -> Iterator[Callable[..., Sidecar]]:
     try:
         yield make
     finally:
-        for sidecar in started:
-            pids.update(w.pid for w in sidecar.status().workers if w.pid)
-            sidecar.stop()
-        leaked = [pid for pid in pids if pid_alive(pid)]
-        assert not leaked, f"worker processes left behind: {leaked}"
+        stop_all(started)
 
 
 @pytest.fixture

@@ -76,3 +76,14 @@ class HttpFake:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Applies an RFC 7386 JSON merge patch to ``target`` in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = value

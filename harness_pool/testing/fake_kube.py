@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from harness_pool.testing._http import HttpFake, JsonHandler
+from harness_pool.testing._http import HttpFake, JsonHandler, merge_patch
 
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/"
@@ -260,20 +260,9 @@ class FakeKubeApi(HttpFake):
             self.objects[key] = body
             h.reply(200, body)
         elif method == "PATCH":
-            _merge(current, h.body())
+            merge_patch(current, h.body())
             self._bump(current)
             h.reply(200, current)
         elif method == "DELETE":
             del self.objects[key]
             h.reply(200, {"kind": "Status", "status": "Success"})
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """RFC 7386 JSON merge patch."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value

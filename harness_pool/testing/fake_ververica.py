@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from harness_pool.testing._http import HttpFake, JsonHandler
+from harness_pool.testing._http import HttpFake, JsonHandler, merge_patch
 
 _PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|savepoints)"
                    r"(?:/(?P<name>[^/]+))?/?$")
@@ -191,18 +191,8 @@ class FakeVerverica(HttpFake):
             if state and state not in ("RUNNING", "SUSPENDED", "CANCELLED"):
                 return 400, {"message": f"spec.state {state!r} is not one of RUNNING, "
                              "SUSPENDED, CANCELLED"}
-            _merge(dep, body)
+            merge_patch(dep, body)
             if state == "RUNNING" and dep["status"]["state"] != "RUNNING":
                 dep["_nonce"] = dep.get("_nonce", 0) + 1
             return 200, {k: v for k, v in dep.items() if not k.startswith("_")}
         return 405, {"message": f"{method} not allowed"}
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value

@@ -33,7 +33,7 @@ from tests.k8s.manifests import (
     port_named,
 )
 from tests.proxy.boots import FAKE_BOOT, boots  # noqa: F401 - the boots fixture
-from tests.sidecar_fixtures import pid_alive
+from tests.sidecar_fixtures import stop_all
 
 
 def _swap_port(text: str, old: int, new: int) -> str:
@@ -51,15 +51,10 @@ def run_sidecar() -> Iterator[Any]:
         sidecar.start()
         return sidecar
 
-    pids: set[int] = set()
     try:
         yield start
     finally:
-        for sidecar in started:
-            pids.update(w.pid for w in sidecar.status().workers if w.pid)
-            sidecar.stop()
-        leaked = [p for p in pids if pid_alive(p)]
-        assert not leaked, f"worker processes left behind: {leaked}"
+        stop_all(started)
 
 
 class Ports(NamedTuple):
