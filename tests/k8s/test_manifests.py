@@ -39,6 +39,7 @@ from tests.k8s.manifests import (
     container,
     env_of,
     find,
+    image_tags,
     kustomize_build,
     load_all,
     pod_specs,
@@ -202,7 +203,7 @@ def test_pooled_template_points_the_taskmanager_at_the_sidecar(where: str,
     s = sidecar_settings(side["args"])
     main = container(spec, FLINK_MAIN)
     assert env_of(main)["PYTHON_LOOPBACK_SERVER_ADDRESS"] == f"127.0.0.1:{s.port}"
-    assert s.flavor == "pyflink" and side["image"].endswith("-pyflink")
+    assert s.flavor == "pyflink" and side["image"] == image_tags()["pyflink"]
     # readiness gates the TaskManager's start: one warm worker first
     assert side["startupProbe"]["grpc"]["service"] in READINESS_SERVICES
     # the runner's Python files (io.tmp.dirs) are visible to the workers at the same path
