@@ -45,6 +45,7 @@ def image_tags() -> dict[str, str]:
     """
     import importlib.metadata
     import sys
+
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -1,10 +1,10 @@
 """The Dockerfile agrees with the package and the manifests.
 
-The Dockerfile is parsed here (tests/k8s/test_image.py builds and runs it): its entry point is the package's console
-script, the extras it can install exist, it exposes the ports the manifests
-use, the runtime stage is non-root and has no build tools, and the image tags
-in ``k8s/`` name this version. The pyflink variant carries no Java and drops
-PyFlink's jars: a worker's imports are checked to work that way.
+The Dockerfile is parsed here (tests/k8s/test_image.py builds and runs it): its entry
+point is tini running the package's console script, the extras it can install exist, it
+exposes the ports the manifests use, the runtime stage is non-root and has no build
+tools, and the image tags in ``k8s/`` name this version. The pyflink variant carries no
+Java and drops PyFlink's jars: a worker's imports are checked to work that way.
 """
 
 from __future__ import annotations

@@ -22,4 +22,6 @@ ENV FLINK_HOME=/opt/flink-venv/lib/python3.11/site-packages/pyflink \
 RUN cp "$FLINK_HOME"/opt/flink-python*.jar "$FLINK_HOME"/lib/
 COPY flink-entrypoint.py /usr/local/bin/flink-entrypoint
 ENTRYPOINT ["/opt/flink-venv/bin/python", "/usr/local/bin/flink-entrypoint"]
+# Where the entrypoint writes the configuration; `podman exec ... flink run` reads it too.
+ENV FLINK_CONF_DIR=/tmp/flink-conf FLINK_LOG_DIR=/tmp/flink-log
 CMD ["taskmanager"]
