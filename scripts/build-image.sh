@@ -10,8 +10,9 @@
 # Prints the image's full tag on stdout (progress on stderr).
 #
 # Content key: a hash of everything that goes into the image (Dockerfile,
-# .dockerignore, pyproject.toml, README.md, harness_pool/ without caches, this
-# script, the variant and the base image's id). The key is a label of the
+# .dockerignore, pyproject.toml, README.md, harness_pool/ without caches, or for
+# the taskmanager image every file of its folder; this script, the variant and
+# the base image's id). The key is a label of the
 # image; when the tagged image carries the current key nothing is built, so a
 # second `make test` or `make image` costs a second. Within a build, the
 # dependency layer depends on pyproject.toml only (see the Dockerfile), so a
@@ -43,7 +44,10 @@ key=$( (
   cd "$root"
   echo "$variant $base_id"
   cat "$0" "$file"
-  if [ "$variant" != taskmanager ]; then
+  if [ "$variant" = taskmanager ]; then
+    files=$(cd "$context" && find . -type f ! -name '*.pyc' | LC_ALL=C sort)
+    for f in $files; do echo "$f"; cat "$context/$f"; done
+  else
     cat .dockerignore pyproject.toml README.md
     find harness_pool -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort \
       | while read -r f; do echo "$f"; cat "$f"; done
