@@ -30,15 +30,16 @@ RUN apt-get update \
 RUN python3 -m venv /opt/harness-pool \
  && /opt/harness-pool/bin/pip install --upgrade pip
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone (an empty package stands in for
-# the code), so a change of code rebuilds only the small layer after this one.
+# Dependencies first, from pyproject.toml alone (an empty package and README stand
+# in), so a change of code or docs rebuilds only the small layer after this one.
 # EXTRAS is declared here, not above: the layers before it are shared by both variants.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 ARG EXTRAS=""
-RUN mkdir harness_pool && touch harness_pool/__init__.py \
+RUN mkdir harness_pool && touch harness_pool/__init__.py README.md \
  && /opt/harness-pool/bin/pip install --prefer-binary ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/harness-pool/bin/pip uninstall -y harness-pool \
- && rm -rf harness_pool build harness_pool.egg-info
+ && rm -rf harness_pool build harness_pool.egg-info README.md
+COPY README.md ./
 COPY harness_pool ./harness_pool
 RUN /opt/harness-pool/bin/pip install --no-deps . \
  && /opt/harness-pool/bin/harness-pool --version
