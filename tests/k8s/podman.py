@@ -18,7 +18,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -111,6 +110,3 @@ def exec_in(name: str, *cmd: str, timeout: float = 120.0, check: bool = True,
     args: Sequence[str] = ("exec", *(("--user", user) if user else ()), name, *cmd)
     return podman(*args, timeout=timeout, check=check)
 
-
-def job_dir() -> Path:
-    return Path(__file__).resolve().parent / "images"
