@@ -15,9 +15,8 @@ import functools
 import os
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -93,16 +92,6 @@ class Containers:
 def logs(name: str) -> str:
     out = podman("logs", name, check=False, timeout=60)
     return out.stdout + out.stderr
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str,
-               on_timeout: Callable[[], str] = lambda: "", poll: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{on_timeout()}")
 
 
 def exec_in(name: str, *cmd: str, timeout: float = 120.0, check: bool = True,

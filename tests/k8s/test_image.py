@@ -37,7 +37,6 @@ from tests.k8s.podman import (
     logs,
     podman,
     short,
-    wait_until,
 )
 from tests.k8s.render import render
 from tests.sidecar.beam_helpers import run
@@ -103,8 +102,8 @@ def sidecar_pod() -> Iterator[tuple[str, dict[str, int], dict[str, dict[str, obj
     try:
         podman("kube", "play", "-", input=rendered.yaml(), timeout=300)
         health = f"127.0.0.1:{rendered.host_ports['pool-health']}"
-        wait_until(lambda: probe(health, "") == SERVING, 180, "the sidecar warm (readiness)",
-                   lambda: logs(container)[-3000:])
+        wait_for(lambda: probe(health, "") == SERVING, 180, "the sidecar warm (readiness)",
+                 poll=0.5, detail=lambda: logs(container)[-3000:])
         yield container, rendered.host_ports, rendered.probes[SIDECAR]
     finally:
         names.cleanup()
@@ -152,7 +151,7 @@ def test_tini_reaps_orphans_of_user_code(sidecar_pod: tuple) -> None:
     def zombies() -> int:
         return int(exec_in(container, "python", "-c", ZOMBIES).stdout)
 
-    wait_until(lambda: zombies() == 0, 30, "no zombie left")
+    wait_for(lambda: zombies() == 0, 30, "no zombie left", poll=0.5)
 
 
 def test_beam_worker_pool_form_serves_a_real_pipeline(tmp_path: Path) -> None:

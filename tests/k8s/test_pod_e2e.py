@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 
-from tests.k8s.helpers import NOT_SERVING, SERVING, probe, scrape, value
+from tests.k8s.helpers import NOT_SERVING, SERVING, probe, scrape, value, wait_for
 from tests.k8s.manifests import NATIVE_CONFIG, NATIVE_TEMPLATE, SIDECAR, load_all
 from tests.k8s.podman import (
     BUILD_TIMEOUT,
@@ -41,7 +41,6 @@ from tests.k8s.podman import (
     exec_in,
     logs,
     podman,
-    wait_until,
 )
 from tests.k8s.render import render
 
@@ -101,9 +100,10 @@ def taskmanager_pod() -> Iterator[dict[str, Any]]:
     try:
         podman("kube", "play", "-", input=rendered.yaml(), timeout=300)
         health = f"127.0.0.1:{rendered.host_ports['pool-health']}"
-        wait_until(lambda: probe(health, "") == SERVING, 240, "the sidecar warm", diagnostics)
-        wait_until(slots_up, 300, f"the TaskManager's {slots} slots at the JobManager",
-                   diagnostics)
+        wait_for(lambda: probe(health, "") == SERVING, 240, "the sidecar warm", poll=0.5,
+                 detail=diagnostics)
+        wait_for(slots_up, 300, f"the TaskManager's {slots} slots at the JobManager", poll=0.5,
+                 detail=diagnostics)
         yield {"ctr": ctr, "health": health, "rest": rest, "slots": slots,
                "metrics": rendered.host_ports["pool-metrics"], "probes": rendered.probes,
                "diagnostics": diagnostics}
@@ -160,16 +160,16 @@ def test_podman_stop_drains_running_stages_in_order(taskmanager_pod: dict[str, A
     runner = threading.Thread(target=job)
     runner.start()
     try:
-        wait_until(lambda: value(scrape(pod["metrics"]), "harness_pool_workers", state="busy")
-                   >= pod["slots"], 180, "the job's stages busy in the sidecar",
-                   pod["diagnostics"])
+        wait_for(lambda: value(scrape(pod["metrics"]), "harness_pool_workers", state="busy")
+                 >= pod["slots"], 180, "the job's stages busy in the sidecar", poll=0.5,
+                 detail=pod["diagnostics"])
         stopping = threading.Thread(
             target=lambda: outcome.setdefault("stop", podman("stop", "--time", "60", sidecar,
                                                              timeout=120)))
         stopping.start()
         # readiness drops at once, while the stages go on
-        wait_until(lambda: probe(pod["health"], "") == NOT_SERVING, 30,
-                   "readiness NOT_SERVING after SIGTERM, the health port still answering")
+        wait_for(lambda: probe(pod["health"], "") == NOT_SERVING, 30,
+                 "readiness NOT_SERVING after SIGTERM, the health port still answering", poll=0.2)
         stopping.join(timeout=120)
     finally:
         runner.join(timeout=600)
