@@ -31,9 +31,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
@@ -215,7 +216,7 @@ def plot(results: dict[str, dict[str, list[float]]], path: Path) -> None:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (metric, by_alt) in zip(axes, results.items()):
+    for ax, (metric, by_alt) in zip(axes, results.items(), strict=False):
         ax.boxplot([[v * 1000 for v in by_alt[a]] for a in ALTERNATIVES], tick_labels=ALTERNATIVES)
         ax.set_yscale("log")
         ax.set_ylabel("milliseconds (log scale)")

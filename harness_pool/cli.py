@@ -1,5 +1,8 @@
 """The ``harness-pool`` command: a thin router to each package's subcommands.
 
+Beam's SDK container form (``harness-pool --worker_pool``, what manifests give
+``apache/beam_python3.x_sdk``) is translated to ``serve`` first (``compat``).
+
 Each package that has commands exposes ``register(subparsers)``, which adds
 its subcommands and sets ``func`` on each; ``func(args) -> int`` is the exit code.
 """
@@ -10,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from harness_pool import __version__, _logging
+from harness_pool import __version__, _logging, compat
 
 # Packages whose ``cli`` module registers subcommands, in --help order.
 _COMMAND_MODULES = (
@@ -44,12 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_form = compat.resolve(argv) if compat.is_beam_boot_form(argv) else None
+    if isinstance(beam_form, int):
+        return beam_form
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(beam_form.argv if beam_form else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     _logging.configure(args.log_level, args.log_format)
+    if beam_form:
+        compat.log_translation(beam_form)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

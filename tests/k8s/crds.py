@@ -3,7 +3,8 @@
 Written from the operators' documentation and validators, not from their
 schemas: what the Flink Kubernetes Operator's ``DefaultValidator`` rejects a
 ``FlinkDeployment`` for, and what the Prometheus Operator's CRDs mark required
-for ``PodMonitor`` and ``ServiceMonitor``. Each checker returns every problem
+for ``PodMonitor``, ``ServiceMonitor`` and ``PrometheusRule`` (whose expressions
+``promtool`` checks besides, in test_monitoring.py). Each checker returns every problem
 as a sentence (empty list: fine).
 """
 
@@ -111,8 +112,39 @@ def service_monitor_problems(obj: dict[str, Any]) -> list[str]:
     return p
 
 
+_RULE_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_RULE_KEYS = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+def prometheus_rule_problems(obj: dict[str, Any]) -> list[str]:
+    """spec.groups[] (unique names) of rules with exactly one of record/alert, and expr."""
+    p = [] if obj.get("apiVersion") == "monitoring.coreos.com/v1" else [
+        f"apiVersion {obj.get('apiVersion')!r}; expected monitoring.coreos.com/v1"]
+    groups = _get(obj, "spec.groups") or []
+    if not groups:
+        p.append("spec.groups: missing (no rules)")
+    names = [g.get("name") for g in groups]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        p.append(f"spec.groups: name {dup!r} used twice")
+    for gi, group in enumerate(groups):
+        if not group.get("name"):
+            p.append(f"spec.groups[{gi}].name: missing")
+        for ri, rule in enumerate(group.get("rules") or []):
+            where = f"spec.groups[{gi}].rules[{ri}]"
+            for key in sorted(set(rule) - _RULE_KEYS):
+                p.append(f"{where}.{key}: not a rule field")
+            if ("record" in rule) == ("alert" in rule):
+                p.append(f"{where}: needs exactly one of record and alert")
+            if "record" in rule and not _RULE_NAME.match(str(rule["record"])):
+                p.append(f"{where}.record {rule['record']!r}: not a metric name")
+            if not str(rule.get("expr", "")).strip():
+                p.append(f"{where}.expr: missing")
+    return p
+
+
 CHECKERS = {
     "FlinkDeployment": flink_deployment_problems,
     "PodMonitor": pod_monitor_problems,
     "ServiceMonitor": service_monitor_problems,
+    "PrometheusRule": prometheus_rule_problems,
 }

@@ -42,13 +42,15 @@ def probe(address: str, service: str, timeout: float = 1.0) -> int | None:
             return None
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.05,
+             detail: Callable[[], str] = lambda: "") -> None:
+    """Polls ``cond`` until true; on timeout fails naming ``what``, with ``detail()`` (logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail()}")
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

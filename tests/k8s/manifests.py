@@ -1,8 +1,9 @@
 """Reading the manifests in ``k8s/`` the way kustomize and Flink would, without either.
 
 ``kustomize_build(folder)`` follows ``resources:`` of each ``kustomization.yaml``
-(the only kustomize features ``k8s/`` uses, plus ``namespace:``) and returns the
-objects ``kubectl apply -k`` would send. ``FLINK_FILES`` are the files Flink
+(the kustomize features ``k8s/`` uses: those, ``namespace:`` and a
+``configMapGenerator`` with ``files`` and per-generator ``options``) and returns
+the objects ``kubectl apply -k`` would send. ``FLINK_FILES`` are the files Flink
 reads itself (pod templates, configuration); they are not applied.
 ``pod_specs()`` yields every pod spec in either, with where it came from, so
 tests can check each sidecar against the sidecar's real command line.
@@ -30,6 +31,33 @@ FLINK_FILES = (NATIVE_TEMPLATE, NATIVE_CONFIG, FIXED_TEMPLATE)
 NOT_OBJECTS = (*FLINK_FILES, ADAPTER_VALUES)
 
 
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def image_tags() -> dict[str, str]:
+    """Tag of each variant as ``scripts/build-image.sh`` names it (``make image``).
+
+    ``<version>-py<X.Y>-beam<A.B>`` and ``...-pyflink<C.D>``: the Python, Beam and
+    PyFlink minor versions, here those of this environment (the same pins as the
+    image's; tests/k8s/test_image.py reads the built image's own). Short aliases
+    ``<version>`` and ``<version>-pyflink`` point at the same images.
+    """
+    import importlib.metadata
+    import sys
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (flink_pin,) = [d for d in project["optional-dependencies"]["flink"]
+                    if d.startswith("apache-flink==")]
+    beam = f"harness-pool:{project['version']}-py{sys.version_info[0]}.{sys.version_info[1]}" \
+           f"-beam{_minor(importlib.metadata.version('apache-beam'))}"
+    return {"beam": beam, "pyflink": f"{beam}-pyflink{_minor(flink_pin.split('==')[1])}",
+            "beam-alias": f"harness-pool:{project['version']}",
+            "pyflink-alias": f"harness-pool:{project['version']}-pyflink"}
+
+
 def load_all(path: Path) -> list[dict[str, Any]]:
     with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d]
@@ -40,7 +68,7 @@ def kustomize_build(folder: Path = K8S, seen: set[Path] | None = None) -> list[d
     seen = set() if seen is None else seen
     kust = yaml.safe_load((folder / "kustomization.yaml").read_text())
     assert kust["kind"] == "Kustomization", folder
-    unknown = set(kust) - {"apiVersion", "kind", "namespace", "resources"}
+    unknown = set(kust) - {"apiVersion", "kind", "namespace", "resources", "configMapGenerator"}
     assert not unknown, f"{folder}/kustomization.yaml uses {unknown}; extend kustomize_build"
     objects: list[dict[str, Any]] = []
     for entry in kust.get("resources", []):
@@ -52,6 +80,8 @@ def kustomize_build(folder: Path = K8S, seen: set[Path] | None = None) -> list[d
             objects.extend(kustomize_build(path, seen))
         else:
             objects.extend(load_all(path))
+    for gen in kust.get("configMapGenerator", []):
+        objects.append(_generated_configmap(folder, gen, seen))
     if "namespace" in kust:
         for obj in objects:
             obj.setdefault("metadata", {})["namespace"] = kust["namespace"]
@@ -59,6 +89,25 @@ def kustomize_build(folder: Path = K8S, seen: set[Path] | None = None) -> list[d
                 if subject.get("kind") == "ServiceAccount":
                     subject["namespace"] = kust["namespace"]
     return objects
+
+
+def _generated_configmap(folder: Path, gen: dict[str, Any], seen: set[Path]) -> dict[str, Any]:
+    """A ConfigMap as kustomize generates it from ``files`` (name suffix hash disabled)."""
+    unknown = set(gen) - {"name", "files", "options"}
+    assert not unknown, f"{folder}: configMapGenerator uses {unknown}; extend kustomize_build"
+    options = gen.get("options", {})
+    assert options.get("disableNameSuffixHash") is True, \
+        f"{folder}: configMapGenerator {gen['name']}: names must be stable (disableNameSuffixHash)"
+    data = {}
+    for entry in gen["files"]:
+        path = (folder / entry).resolve()
+        assert path.exists(), f"{folder}/kustomization.yaml: {entry} does not exist"
+        seen.add(path)
+        data[path.name] = path.read_text()
+    metadata: dict[str, Any] = {"name": gen["name"]}
+    if options.get("labels"):
+        metadata["labels"] = dict(options["labels"])
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def referenced_files() -> set[Path]:

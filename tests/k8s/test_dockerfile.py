@@ -1,10 +1,10 @@
-"""The Dockerfile agrees with the package and the manifests (no Docker engine here).
+"""The Dockerfile agrees with the package and the manifests.
 
-The Dockerfile is parsed, not built: its entry point is the package's console
-script, the extras it can install exist, it exposes the ports the manifests
-use, the runtime stage is non-root and has no build tools, and the image tags
-in ``k8s/`` name this version. The pyflink variant carries no Java and drops
-PyFlink's jars: a worker's imports are checked to work that way.
+The Dockerfile is parsed here (tests/k8s/test_image.py builds and runs it): its entry
+point is tini running the package's console script, the extras it can install exist, it
+exposes the ports the manifests use, the runtime stage is non-root and has no build
+tools, and the image tags in ``k8s/`` name this version. The pyflink variant carries no
+Java and drops PyFlink's jars: a worker's imports are checked to work that way.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.k8s.manifests import (
     SIDECAR,
     container,
     find,
+    image_tags,
     kustomize_build,
     pod_specs,
     port_named,
@@ -92,7 +93,8 @@ def exec_form(word: str, stage: list[tuple[str, str]]) -> list[str]:
 def test_entry_point_is_the_console_script() -> None:
     final = stages()[-1]
     scripts = PYPROJECT["project"]["scripts"]
-    assert exec_form("ENTRYPOINT", final) == ["harness-pool"]
+    # tini is PID 1 (reaps orphans of user code), harness-pool its only child
+    assert exec_form("ENTRYPOINT", final) == ["/usr/bin/tini", "--", "harness-pool"]
     assert scripts["harness-pool"] == "harness_pool.cli:main"
     cmd = exec_form("CMD", final)
     args = build_parser().parse_args(cmd)
@@ -120,7 +122,10 @@ def test_multi_stage_runtime_has_no_build_tools_and_runs_as_non_root() -> None:
     for word, rest in final:
         assert not (word == "RUN" and re.search(r"apt-get install|gcc|pip install", rest)), rest
     copies = [rest for w, rest in final if w == "COPY"]
-    assert copies == ["--from=build /opt/harness-pool /opt/harness-pool"]
+    assert copies == ["--from=build /usr/bin/tini-static /usr/bin/tini",
+                      "--from=build /opt/harness-pool /opt/harness-pool"]
+    # tini is Debian's, installed in the build stage (statically linked: no libraries needed)
+    assert any(re.search(r"apt-get install .*\btini\b", rest) for w, rest in build if w == "RUN")
     (user,) = [rest for w, rest in final if w == "USER"]
     assert user.split(":")[0] not in ("0", "root")
     assert [w for w, _ in final].index("USER") > [w for w, _ in final].index("COPY")
@@ -161,10 +166,14 @@ def test_exposed_ports_are_the_ports_the_manifests_use() -> None:
 
 
 def test_manifest_images_name_this_version_and_variant() -> None:
-    version = PYPROJECT["project"]["version"]
-    for image, where in _images().items():
-        assert image in (f"harness-pool:{version}", f"harness-pool:{version}-pyflink"), \
-            f"{image} in {sorted(where)}"
+    tags = image_tags()
+    images = _images()
+    for image, where in images.items():
+        assert image in tags.values(), f"{image} in {sorted(where)}: not a tag make image gives"
+    # The TaskManager pod templates name the versions they carry, not an alias.
+    for where, spec in pod_specs():
+        image = container(spec, SIDECAR)["image"]
+        assert image in (tags["beam"], tags["pyflink"]), f"{where}: {image}"
 
 
 def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:

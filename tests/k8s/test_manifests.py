@@ -39,6 +39,7 @@ from tests.k8s.manifests import (
     container,
     env_of,
     find,
+    image_tags,
     kustomize_build,
     load_all,
     pod_specs,
@@ -202,7 +203,7 @@ def test_pooled_template_points_the_taskmanager_at_the_sidecar(where: str,
     s = sidecar_settings(side["args"])
     main = container(spec, FLINK_MAIN)
     assert env_of(main)["PYTHON_LOOPBACK_SERVER_ADDRESS"] == f"127.0.0.1:{s.port}"
-    assert s.flavor == "pyflink" and side["image"].endswith("-pyflink")
+    assert s.flavor == "pyflink" and side["image"] == image_tags()["pyflink"]
     # readiness gates the TaskManager's start: one warm worker first
     assert side["startupProbe"]["grpc"]["service"] in READINESS_SERVICES
     # the runner's Python files (io.tmp.dirs) are visible to the workers at the same path
@@ -257,6 +258,41 @@ def test_fixed_endpoint_sdk_containers_match_the_external_ids() -> None:
         assert flags == {f"{e}_endpoint": f"127.0.0.1:{s.port}"
                          for e in ("provision", "logging", "artifact", "control")}, c["name"]
     assert tuple(ids) == s.external_worker_ids
+
+
+# -- hardening (issue 10): seccomp, non-root read-only containers, bounded emptyDirs ----
+
+HARDENED = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+@pytest.mark.parametrize(("where", "spec"), PODS, ids=[w for w, _ in PODS])
+def test_pod_templates_are_hardened(where: str, spec: dict[str, Any]) -> None:
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, \
+        "pod-level seccomp: every container, the TaskManager's too"
+    side = container(spec, SIDECAR)
+    assert side["securityContext"] == HARDENED
+    # every container we add (the SDK containers of fixed-endpoint mode) is as hardened
+    for c in spec.get("initContainers", []):
+        assert c.get("securityContext") == side["securityContext"], c["name"]
+        mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{c['name']}: read-only root needs a writable /tmp"
+    for volume in spec["volumes"]:
+        if "emptyDir" in volume:
+            assert volume["emptyDir"].get("sizeLimit"), f"{where}: {volume['name']} unbounded"
+
+
+def test_hardened_user_is_the_images_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"USER {HARDENED['runAsUser']}:{HARDENED['runAsGroup']}" in dockerfile
+
+
+def test_hardening_check_catches_an_unbounded_emptydir() -> None:
+    (pod,) = load_all(FIXED_TEMPLATE)
+    pod["spec"]["volumes"][0]["emptyDir"] = {}
+    with pytest.raises(AssertionError, match="unbounded"):
+        test_pod_templates_are_hardened("fixed", pod["spec"])
 
 
 # -- scheduler ---------------------------------------------------------------------------
