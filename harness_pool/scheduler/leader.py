@@ -165,6 +165,8 @@ class LeaseElector:
         return observed.record[0] if observed and observed.record else "nobody"
 
     def try_acquire(self) -> bool:
+        if self._thread is not None:
+            return self.leading()  # the keeper thread does the attempts on its schedule
         return self.tick()
 
     def tick(self) -> bool:

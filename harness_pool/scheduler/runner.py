@@ -107,10 +107,9 @@ class CycleRunner:
         """Finish the cycle in progress, or run one scheduled cycle now; return the final state."""
         state = self.state()
         if state.status is CycleStatus.IDLE:
-            state = self._apply(core.start_cycle(self.cfg, state, self.clock.now()), state)
-        else:
-            log.info("cycle %s in progress (step %d, %s); resuming it", state.cycle_id,
-                     state.step_index, state.phase.value)
+            return self._start(core.start_cycle(self.cfg, state, self.clock.now()), state)
+        log.info("cycle %s in progress (step %d, %s); resuming it", state.cycle_id,
+                 state.step_index, state.phase.value)
         return self._drive(state)
 
     def run_requests(self, until: str) -> CycleState:
@@ -128,8 +127,8 @@ class CycleRunner:
             if mine is None or mine.status in (RequestStatus.DONE, RequestStatus.FAILED) \
                     or queued is None:
                 return state
-            state = self._drive(self._apply(
-                core.start_request(self.cfg, state, queued.id, self.clock.now()), state))
+            state = self._start(core.start_request(self.cfg, state, queued.id,
+                                                   self.clock.now()), state)
         return state
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -138,7 +137,7 @@ class CycleRunner:
         try:
             while not stop.is_set():
                 self.metrics.beat()
-                leading = self.actor.leading()
+                leading = self.actor.leading() or self.actor.try_acquire()
                 self.metrics.leader.set(1 if leading else 0)
                 if not leading:
                     self._note_waiting(f"waiting: {self.actor.holder()} acts")
@@ -163,12 +162,12 @@ class CycleRunner:
         queued = core.next_request(state)
         now = self.clock.now()
         if queued is not None:
-            self._drive(self._apply(core.start_request(self.cfg, state, queued.id, now), state))
+            self._start(core.start_request(self.cfg, state, queued.id, now), state)
             return
         last = state.last_scheduled()
         due = core.next_due(self.cfg, last.started_at if last else None, now)
         if due is not None and due <= now:
-            self._drive(self._apply(core.start_cycle(self.cfg, state, now), state))
+            self._start(core.start_cycle(self.cfg, state, now), state)
             return
         self._note_waiting("no schedule: cycles run on demand (scheduler once) or by request"
                            if due is None else f"next cycle of {self.cfg.name} due at "
@@ -186,10 +185,17 @@ class CycleRunner:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def _drive(self, state: CycleState) -> CycleState:
-        decision = core.decide(self.cfg, state, Begin(), self.clock.now())
-        state = self._apply(decision, state)
-        effect = decision.effect
+    def _start(self, decision: Decision, old: CycleState) -> CycleState:
+        """Run a cycle that starts now (nothing of it was sent before)."""
+        return self._drive(self._apply(decision, old), decision.effect)
+
+    def _drive(self, state: CycleState, effect: Effect | None = None) -> CycleState:
+        """Run the cycle in ``state`` to its end; without ``effect``, it was loaded after a
+        (re)start and the core decides how to re-enter its phase."""
+        if effect is None:
+            decision = core.decide(self.cfg, state, Begin(), self.clock.now())
+            state = self._apply(decision, state)
+            effect = decision.effect
         while state.status is not CycleStatus.IDLE:
             self.metrics.beat()
             if self._stopping():

@@ -72,7 +72,7 @@ def _parse_request(text: str, where: str) -> Request | None:
         return None
 
 
-def _atomic_write(path: Path, data: str) -> None:
+def _atomic_write(path: Path, data: str, what: str) -> None:
     folder = path.parent
     tmp = ""
     try:
@@ -90,7 +90,7 @@ def _atomic_write(path: Path, data: str) -> None:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        raise PermanentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise PermanentError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     finally:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
@@ -111,10 +111,12 @@ class FileStateStore:
         return _parse_state(text, f"state file {self.path}")
 
     def save(self, state: CycleState) -> None:
-        _atomic_write(self.path, json.dumps(state.to_dict(), indent=1, sort_keys=True))
+        _atomic_write(self.path, json.dumps(state.to_dict(), indent=1, sort_keys=True),
+                      "state file")
 
     def submit(self, request: Request) -> None:
-        _atomic_write(self.requests / f"{request.id}.json", json.dumps(request.to_dict()))
+        _atomic_write(self.requests / f"{request.id}.json", json.dumps(request.to_dict()),
+                      "request file")
 
     def inbox(self) -> list[Request]:
         try:
@@ -213,9 +215,18 @@ class ConfigMapStateStore:
                           if f"{REQUEST_PREFIX}{i}.json" in self._data}
 
     def submit(self, request: Request) -> None:
-        patch = {"data": {f"{REQUEST_PREFIX}{request.id}.json": json.dumps(request.to_dict())}}
-        kube_call(f"add a request to {self._where}", self.api.patch_namespaced_config_map,
-                  self.name, self.namespace, patch, _request_timeout=self.timeout)
+        from kubernetes import client
+
+        key, text = f"{REQUEST_PREFIX}{request.id}.json", json.dumps(request.to_dict())
+        try:
+            kube_call(f"add a request to {self._where}", self.api.patch_namespaced_config_map,
+                      self.name, self.namespace, {"data": {key: text}},
+                      _request_timeout=self.timeout)
+        except NotFound:  # no state yet: the request is the ConfigMap's first key
+            body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=self.name),
+                                      data={key: text})
+            kube_call(f"create {self._where}", self.api.create_namespaced_config_map,
+                      self.namespace, body, _request_timeout=self.timeout)
 
     def inbox(self) -> list[Request]:
         known_state = self._ours

@@ -218,3 +218,48 @@ def test_savepoint_cancel_and_sleep_steps(tmp_path):
     assert len(state.history) == 1
     assert backend.jobs["s0"].state is JobStatus.CANCELED
     assert clock.slept >= 300
+
+
+@pytest.mark.parametrize("refusal", ["recognised", "generic-400"])
+def test_killed_inside_the_submission_never_starts_a_second_copy_or_fails(tmp_path, refusal):
+    """Killed after the bounded job's submission reached the cluster and before its answer
+    was recorded, while the job is not yet visible (PyFlink's driver takes seconds): the
+    restarted scheduler waits for it instead of failing on the duplicate refusal."""
+    backend = with_streaming(FakeBackend(visible_after=6, generic_refusal=refusal != "recognised"))
+    cfg = cycle(tmp_path, backend={"submit_grace": "1s"})
+    crashing = CrashingRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                              kill_at="after-submit@running:1")
+    crashing.seen = []
+    with pytest.raises(Crash):
+        crashing.run_once()
+    state = CycleRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                        kill_at="").run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    assert backend.submissions == 2, "bounded once, streaming resumed once"
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == [
+        JobStatus.FINISHED]
+
+
+def test_a_resume_that_restored_elsewhere_fails_loudly(tmp_path):
+    backend = with_streaming(FakeBackend(restore_elsewhere=True))
+    state = runner(tmp_path, backend).run_once()
+    failure = state.cycles[-1].failure
+    assert "restored from file:/savepoints/savepoint-1-elsewhere, not from " \
+        "file:/savepoints/savepoint-1" in failure
+    assert "CHECK STREAMING" in failure
+    assert len(streaming_jobs(backend)) == 1, "the running copy is left alone, not doubled"
+
+
+def test_a_backend_bug_does_not_kill_the_loop_mid_cycle(tmp_path):
+    backend = with_streaming(FakeBackend())
+    original, calls = backend.job_state, []
+
+    def flaky(job, job_id):
+        calls.append(job_id)
+        if len(calls) == 2:
+            raise KeyError("status")  # a shape the backend did not expect
+        return original(job, job_id)
+
+    backend.job_state = flaky  # type: ignore[method-assign]
+    state = runner(tmp_path, backend).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
