@@ -37,10 +37,11 @@ EXAMPLES = ROOT / "harness_pool" / "scheduler" / "examples"
 def write_cycle(tmp: Path, url: str, **overrides: object) -> Path:
     doc: dict = {
         "name": "test",
-        "backend": {"type": "flink-rest", "url": url},
+        "backend": {"type": "flink-rest", "url": url, "submit_grace": "10s"},
         "state": {"type": "file", "path": str(tmp / "state.json")},
         "savepoints": {"dir": (tmp / "savepoints").as_uri(), "keep": 1, "retries": 1,
                        "retry_backoff": "100ms", "timeout": "60s"},
+        "polling": {"error_backoff": "1s"},
         "jobs": {
             "streaming": {"flink_name": "streaming-count",
                           "python": str(EXAMPLES / "streaming_count.py"),
@@ -104,7 +105,7 @@ def start_streaming(cfg_path: Path, tmp: Path) -> FlinkRestBackend:
     cfg = load_cycle(cfg_path)
     backend = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)
     result = backend.submit(cfg.jobs["streaming"], uuid.uuid4().hex, None, None)
-    assert not result.duplicates
+    assert not result.already
     wait_for_counts(tmp / "counts", 20, timeout=120)
     return backend
 

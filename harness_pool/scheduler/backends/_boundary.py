@@ -74,6 +74,19 @@ def _snippet(data: Any) -> str:
     return text[:120] + ("..." if len(text) > 120 else "")
 
 
+def error_detail(body: Any) -> str:
+    """The message of an error document: Flink's ``{"errors": [...]}`` or a ``message``."""
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            texts = [str(e) for e in errors if str(e).strip() not in ("", "Internal server "
+                                                                     "error.")]
+            return (texts or [str(errors[0])])[0].strip().splitlines()[0]
+        if body.get("message"):
+            return str(body["message"])
+    return _snippet(body)
+
+
 class Answer:
     """An HTTP answer that arrived whole: status, JSON body (or None), raw text."""
 
@@ -91,14 +104,15 @@ class HttpApi:
         self.base, self.peer, self.timeout = base.rstrip("/"), peer, timeout
         self.http = session or requests.Session()
         self._headers = headers or (lambda: {})
-        self._detail = detail or (lambda body: str(body))
+        self._detail = detail or error_detail
 
     def call(self, method: str, path: str, what: str, *, allow: tuple[int, ...] = (),
-             **kwargs: Any) -> Answer:
+             timeout: float | None = None, **kwargs: Any) -> Answer:
         """One request; an error status not in ``allow`` raises. The body must be JSON
         (or empty) whenever the status is 2xx."""
         try:
-            response = self.http.request(method, self.base + path, timeout=self.timeout,
+            response = self.http.request(method, self.base + path,
+                                         timeout=timeout or self.timeout,
                                          headers=self._headers(), **kwargs)
             raw = response.content  # read it all here: a truncated body fails here
         except (requests.RequestException, OSError) as exc:

@@ -36,6 +36,9 @@ from harness_pool.scheduler.model import ACTIVE, JobStatus
 log = logging.getLogger(__name__)
 
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
+SLOW_CALL = 120.0
+"""Bound of the calls that legitimately take long: uploading the flink-python jar (tens of
+MB) and ``/jars/{id}/run``, which runs the Python program inside the JobManager."""
 DUPLICATE_MARKERS = ("DuplicateJobSubmissionException", "already been submitted")
 
 
@@ -64,6 +67,7 @@ class FlinkRestBackend:
         self.api = HttpApi(cfg.url, "Flink REST", cfg.request_timeout, session,
                            detail=_flink_detail)
         self.url = self.api.base
+        self.timeout = cfg.request_timeout
         self.python_jar = cfg.python_jar
         self.savepoint_dir = savepoint_dir
         self._jar_ids: dict[str, str] = {}
@@ -161,7 +165,7 @@ class FlinkRestBackend:
         jar_id = self._jar_id(jar)
         what = f"run job {job.name} ({job_id})"
         answer = self.api.call("POST", f"/jars/{jar_id}/run", what, json=body,
-                               allow=(400, 409, 500))
+                               allow=(400, 409, 500), timeout=max(self.timeout, SLOW_CALL))
         if answer.status >= 400:
             if any(marker in answer.text for marker in DUPLICATE_MARKERS):
                 return SubmitResult(job_id, already=True)
@@ -234,7 +238,8 @@ class FlinkRestBackend:
             with path.open("rb") as handle:
                 data = self.api.call("POST", "/jars/upload", f"upload {path.name}",
                                      files={"jarfile": (path.name, handle,
-                                                        "application/x-java-archive")}).body
+                                                        "application/x-java-archive")},
+                                     timeout=max(self.timeout, SLOW_CALL)).body
         except OSError as exc:
             raise PermanentError(f"cannot read jar {jar}: {exc.strerror}") from exc
         jar_id = str(dig(data, "filename", what=f"upload {path.name}")).rsplit("/", 1)[-1]

@@ -67,9 +67,7 @@ class VervericaBackend:
         self._token = self._read_token()
         self.api = HttpApi(f"{cfg.url.rstrip('/')}/api/v1/namespaces/{cfg.namespace}",
                            "Ververica Platform", cfg.request_timeout, session,
-                           headers=self._headers,
-                           detail=lambda b: str(b.get("message", b)) if isinstance(b, dict)
-                           else str(b))
+                           headers=self._headers)
 
     def _read_token(self) -> str:
         if self.cfg.token_file:
