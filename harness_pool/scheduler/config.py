@@ -14,7 +14,6 @@ time zone exists, and each job has exactly one artifact (``python`` or ``jar``).
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,12 @@ from typing import Any
 import yaml
 
 from harness_pool._errors import ConfigError
+from harness_pool.scheduler._reader import Reader as _Reader
+from harness_pool.scheduler._reader import parse_duration
+
+__all__ = ["Action", "BackendConfig", "Capabilities", "CycleConfig", "JobSpec", "Polling",
+           "SavepointPolicy", "Schedule", "StateConfig", "Step", "capabilities", "load_cycle",
+           "parse_cycle", "parse_duration"]
 
 
 class Action(str, enum.Enum):
@@ -42,8 +47,6 @@ BACKENDS = ("flink-rest", "flink-operator", "ververica")
 STATE_KINDS = ("file", "configmap")
 SNAPSHOT_MODES = ("resource", "legacy")
 WAIT_STATES = ("RUNNING", "FINISHED", "CANCELED", "FAILED")
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 @dataclass(frozen=True)
@@ -159,80 +162,6 @@ class CycleConfig:
     savepoints: SavepointPolicy = field(default_factory=SavepointPolicy)
     polling: Polling = field(default_factory=Polling)
     source: str = ""
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``12``, ``1.5``, ``"250ms"``, ``"30s"``, ``"10m"``, ``"6h"``, ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError("a duration like 30s, 10m, 6h or a number of seconds")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a non-negative duration")
-    return seconds
-
-
-class _Reader:
-    """Collects problems while reading a mapping; never stops at the first one."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def problem(self, where: str, value: Any, expected: str) -> None:
-        self.problems.append(f"{where}: got {value!r}; expected {expected}")
-
-    def mapping(self, data: Any, where: str) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            self.problem(where, data, "a mapping")
-            return {}
-        return data
-
-    def unknown(self, data: dict[str, Any], where: str, known: set[str]) -> None:
-        for key in data:
-            if key not in known:
-                self.problem(f"{where}.{key}" if where else str(key), key,
-                             f"one of {', '.join(sorted(known))}")
-
-    def duration(self, data: dict[str, Any], key: str, where: str, default: float) -> float:
-        if key not in data:
-            return default
-        try:
-            return parse_duration(data[key])
-        except ValueError as exc:
-            self.problem(f"{where}.{key}", data[key], str(exc))
-            return default
-
-    def string(self, data: dict[str, Any], key: str, where: str, default: str = "",
-               required: bool = False, choices: tuple[str, ...] = ()) -> str:
-        if key not in data:
-            if required:
-                self.problems.append(f"{where}.{key}: missing; expected a string")
-            return default
-        value = data[key]
-        if not isinstance(value, str) or (required and not value):
-            self.problem(f"{where}.{key}", value, "a non-empty string")
-            return default
-        if choices and value not in choices:
-            self.problem(f"{where}.{key}", value, f"one of {', '.join(choices)}")
-            return default
-        return value
-
-    def integer(self, data: dict[str, Any], key: str, where: str, default: int | None,
-                minimum: int = 0) -> int | None:
-        if key not in data:
-            return default
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.problem(f"{where}.{key}", value, f"an integer >= {minimum}")
-            return default
-        return value
 
 
 def _read_jobs(r: _Reader, raw: Any) -> dict[str, JobSpec]:

@@ -147,6 +147,9 @@ class CycleRunner:
                     self._serve_once()
                 except LostActor as exc:
                     log.warning("%s; waiting as a follower", exc)
+                except TemporaryError as exc:  # the state could not be read: ask again
+                    log.warning("%s; trying again in %.0f s", exc, INBOX_EVERY)
+                    self._wait(INBOX_EVERY)
         finally:
             self.metrics.leader.set(0)
             self.actor.release()

@@ -259,9 +259,8 @@ class FakeOperator:
             return True
         ref = spec.get("jobReference") or {}
         target = lookup(ref.get("kind", ""), ref.get("name", ""))
-        running = target is not None and \
-            ((target.get("status") or {}).get("jobStatus") or {}).get("state") == "RUNNING"
-        if not running:
+        if target is None or ((target.get("status") or {}).get("jobStatus") or {}).get(
+                "state") != "RUNNING":
             status.update(state="ABANDONED", path=None,
                           error=f"Secondary resource {ref.get('name')} ({ref.get('kind')}) for "
                           f"savepoint {meta['name']} is "

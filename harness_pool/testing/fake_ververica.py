@@ -100,7 +100,7 @@ class FakeVerverica(HttpFake):
     def _add_savepoint(self, dep: dict[str, Any], origin: str, state: str, location: str,
                        annotations: dict[str, str] | None = None,
                        failure: str = "") -> dict[str, Any]:
-        sp = {"kind": "Savepoint",
+        sp: dict[str, Any] = {"kind": "Savepoint",
               "metadata": {"id": str(uuid.uuid4()), "deploymentId": dep["metadata"]["id"],
                            "origin": origin, "createdAt": self._now(),
                            "annotations": dict(annotations or {})},

@@ -9,7 +9,6 @@ from harness_pool.scheduler.runner import CycleRunner
 from harness_pool.scheduler.store import FileStateStore
 from harness_pool.testing.fake_backend import FakeBackend, FakeClock
 
-
 DROP = object()
 """A value in an override: remove that key from the default document."""
 
@@ -45,9 +44,8 @@ def runner(tmp: Path, backend: FakeBackend | None = None, clock: FakeClock | Non
 
 
 def with_streaming(backend: FakeBackend) -> FakeBackend:
-    from harness_pool.testing.fake_backend import FakeJob
-
     from harness_pool.scheduler.model import JobStatus
+    from harness_pool.testing.fake_backend import FakeJob
 
     backend.jobs["s0"] = FakeJob("streaming", JobStatus.RUNNING, None, None)
     return backend

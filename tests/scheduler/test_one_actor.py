@@ -6,7 +6,6 @@ against the other replica's view of the Lease at that very moment."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 
@@ -24,16 +23,6 @@ from harness_pool.testing.fake_kube import FakeKubeApi
 from harness_pool.testing.fake_operator import FakeOperator
 
 from .test_operator_backend import SP_DIR, deployment
-
-
-@pytest.fixture
-def restore_logging():
-    """``cli.main`` configures the root logger; give pytest its handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

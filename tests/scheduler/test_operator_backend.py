@@ -310,3 +310,52 @@ def test_legacy_mode_refuses_retention_and_free_slots_at_load():
     assert "savepoints.keep: got 3; expected nothing: flink-operator (snapshots: legacy) " \
         "cannot dispose of savepoints" in text
     assert "steps[0].parallelism: got 'free-slots'; expected a number" in text
+
+
+# -- restart mid-step --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["resource", "legacy"])
+def test_crash_at_every_point_then_restart_completes_exactly_once(tmp_path, mode):
+    """SIGKILL-like stops at every effect boundary (before it, and after it ran but before
+    its result was saved); a fresh scheduler finishes the cycle: one suspend savepoint,
+    the bounded job started once, streaming resumed once from that savepoint."""
+    from .test_runner import Crash, CrashingRunner
+
+    def world():
+        kube = FakeKubeApi(FakeOperator(**MODES[mode])).start()
+        kube.mode = mode
+        kube.put_object(deployment("streaming"))
+        kube.put_object(deployment("bounded-job", "suspended", "FINISHED", "SUSPENDED"))
+        return kube
+
+    def crashing(kube, where, point):
+        cfg = op_cycle(kube, where)
+        r = CrashingRunner(cfg, OperatorBackend(kube.api_client(), cfg.backend),
+                           FileStateStore(cfg.state.path), clock=FakeClock(), kill_at=point)
+        r.seen = []
+        return r
+
+    probe_kube = world()
+    try:
+        probe = crashing(probe_kube, tmp_path / "probe", "")
+        probe.run_once()
+        points = sorted(set(probe.seen), key=probe.seen.index)
+    finally:
+        probe_kube.stop()
+    assert "after-stop@running:0" in points and "after-submit@running:3" in points
+    if mode == "legacy":  # the in-doubt half: the effect ran, its result was not saved
+        points = [p for p in points if p.startswith("after-")]
+    for i, point in enumerate(points):
+        kube = world()
+        try:
+            with pytest.raises(Crash):
+                crashing(kube, tmp_path / str(i), point).run_once()
+            state = runner(kube, tmp_path / str(i)).run_once()
+            assert state.cycles[-1].ok, (point, state.cycles[-1].failure)
+            assert kube.operator.savepoints_taken == 1, f"{point}: a second savepoint"
+            taken = state.history[-1].path
+            assert kube.operator.restored_from == [("bounded-job", None), ("streaming", taken)], \
+                (point, kube.operator.restored_from)
+        finally:
+            kube.stop()
