@@ -271,11 +271,14 @@ def register(subparsers: Any) -> None:
         description="trigger, dispose and resume are requests run by the acting scheduler "
         "between cycles (or by this command when no scheduler acts)")
     sub = sps.add_subparsers(dest="savepoints_command", metavar="ACTION", required=True)
+    queued = (" (a request: the acting scheduler runs it between cycles; when none acts, "
+              "this command does)")
     for name, func, text in (("list", _sp_list, "savepoint history"),
                              ("trigger", _sp_trigger, "take a savepoint of a running job"),
                              ("dispose", _sp_dispose, "dispose of a savepoint"),
                              ("resume", _sp_resume, "start a job from a savepoint")):
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text,
+                           description=text + ("" if name == "list" else queued))
         p.add_argument("--config", required=True, help="cycle file (YAML)")
         if name != "dispose":
             p.add_argument("--job", required=name != "list", default="", help="job name")

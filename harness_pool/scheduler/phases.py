@@ -86,8 +86,6 @@ def failed(cfg: CycleConfig, s: CycleState, step: Step, ev: Failed, now: float) 
         return Decision(s, effect_for(cfg, s, now), f"trigger {s.trigger_id} of {step.job} "
                         f"refused on re-issue ({ev.reason}); polling it, it may have arrived")
     if not ev.temporary or now >= s.deadline:
-        if s.phase is Phase.POLLING and step.action is not Action.SAVEPOINT:
-            return fail_step(cfg, s, now, f"{step.action.value} {step.job}: {ev.reason}")
         return fail_step(cfg, s, now, f"{step.action.value} {step.job}: {ev.reason}")
     if s.phase is Phase.TRIGGERING:
         s.in_doubt = True

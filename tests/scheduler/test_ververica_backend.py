@@ -177,3 +177,46 @@ def test_token_from_the_environment_and_config_checks(vvp, tmp_path, monkeypatch
     assert "backend.token_env: both token_file and token_env given" in str(info.value)
     assert "savepoints.dir: got 's3://x'; expected nothing: ververica takes savepoints" in \
         str(info.value)
+
+
+def test_restart_after_each_request_reached_the_platform_does_not_repeat_it(tmp_path):
+    """Stopped right after each effect ran (its answer never saved): a fresh scheduler finishes
+    the cycle with one suspend savepoint, one bounded start, one resume, from that savepoint."""
+    from .test_runner import Crash, CrashingRunner
+
+    def crashing(vvp, where, point):
+        cfg = vvp_cycle(vvp, where)
+        r = CrashingRunner(cfg, VervericaBackend(cfg.backend), FileStateStore(cfg.state.path),
+                           clock=FakeClock(), kill_at=point)
+        r.seen = []
+        return r
+
+    def platform():
+        fake = FakeVerverica(token=TOKEN).start()
+        fake.add_deployment("streaming", "RUNNING")
+        fake.add_deployment("bounded-job", "CANCELLED")
+        return fake
+
+    probe_vvp = platform()
+    try:
+        (tmp_path / "probe").mkdir()
+        probe = crashing(probe_vvp, tmp_path / "probe", "")
+        probe.run_once()
+    finally:
+        probe_vvp.stop()
+    points = [p for p in sorted(set(probe.seen), key=probe.seen.index) if p.startswith("after-")]
+    assert "after-stop@running:0" in points and "after-submit@running:3" in points
+    for i, point in enumerate(points):
+        vvp = platform()
+        try:
+            (tmp_path / str(i)).mkdir()
+            with pytest.raises(Crash):
+                crashing(vvp, tmp_path / str(i), point).run_once()
+            state = runner(vvp, tmp_path / str(i)).run_once()
+            assert state.cycles[-1].ok, (point, state.cycles[-1].failure)
+            suspends = [s for s in vvp.savepoints if s["metadata"]["origin"] == "SUSPEND"]
+            assert len(suspends) == 1, point
+            assert vvp.restored_from == [("bounded-job", None),
+                                         ("streaming", state.history[-1].path)], point
+        finally:
+            vvp.stop()
