@@ -125,6 +125,10 @@ def _stamp(wall: float) -> datetime:
 
 
 def _record(lease: Any) -> tuple[str, str, str, int, int]:
+    from kubernetes import client
+
+    if lease.spec is None:  # created empty (k8s/scheduler/state.yaml: spec {})
+        lease.spec = client.V1LeaseSpec()
     spec = lease.spec
     return (spec.holder_identity or "", str(spec.acquire_time or ""),
             str(spec.renew_time or ""), int(spec.lease_duration_seconds or 0),
@@ -176,6 +180,9 @@ class LeaseElector:
             wrote = self._attempt(started)
         except HarnessPoolError as exc:
             log.warning("%s: %s could not renew or acquire: %s", self._where, self.identity, exc)
+            wrote = False
+        except Exception:  # never let the keeper thread die: the Lease would lapse silently
+            log.exception("%s: unexpected error renewing or acquiring it", self._where)
             wrote = False
         if wrote:  # valid from the *start* of the write that succeeded, never longer
             with self._lock:

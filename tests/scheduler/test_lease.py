@@ -164,3 +164,12 @@ def test_two_replicas_racing_for_the_lease_never_both_lead(kube, first):
     results["b"] = b.tick()
     assert results == {"a": True, "b": False}, "the replica that wrote second must not lead"
     assert api.read_namespaced_lease("scheduler", "default").spec.holder_identity == "a"
+
+
+def test_an_empty_precreated_lease_is_taken(kube):
+    """k8s/scheduler/state.yaml creates the Lease with ``spec: {}``."""
+    kube.put_object({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": "scheduler"}, "spec": {}})
+    real = [0.0]
+    assert elector(kube, "a", SkewedClock(real)).tick()
+    assert kube.get_object("leases", "scheduler")["spec"]["holderIdentity"] == "a"
