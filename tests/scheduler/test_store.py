@@ -112,3 +112,25 @@ def test_configmap_request_arriving_mid_cycle_is_not_lost_and_loses_nothing(cm_a
     actor.save(CycleState(cycle_id="c1", step_index=2))
     data = kube.get_object("configmaps", "cycle-state")["data"]
     assert sorted(data) == ["state.json"], "consumed requests leave the ConfigMap"
+
+
+def test_a_state_written_before_plans_and_requests_still_loads_and_resumes(tmp_path):
+    """The document the previous release wrote (no plan, no requests, no kinds)."""
+    import json
+
+    from harness_pool.scheduler.model import Phase
+
+    old = {"status": "RUNNING", "cycle_id": "t-1", "cycle_started": 1.0, "step_index": 1,
+           "phase": "SUBMITTING", "step_started": 1.0, "deadline": 99.0, "attempt": 0,
+           "polls": 0, "trigger_id": "", "pending_job_id": "b1", "parallelism": None,
+           "jobs": {}, "taken": {"streaming": "file:/sp/1"}, "stopped_at": {},
+           "downtime": {}, "recovery": [], "failure": "", "last_error": "",
+           "history": [{"job": "streaming", "path": "file:/sp/1", "taken_at": 1.0,
+                        "cycle_id": "t-1", "status": "COMPLETED"}],
+           "cycles": [{"cycle_id": "t-0", "started_at": 0.0, "ended_at": 0.5, "ok": True,
+                       "failure": "", "downtime": {}}],
+           "savepoint_failures": 0}
+    (tmp_path / "s.json").write_text(json.dumps(old))
+    state = FileStateStore(tmp_path / "s.json").load()
+    assert state.phase is Phase.SUBMITTING and state.plan is None and not state.requests
+    assert state.last_scheduled().cycle_id == "t-0"
