@@ -14,7 +14,6 @@ time zone exists, and each job has exactly one artifact (``python`` or ``jar``).
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,12 @@ from typing import Any
 import yaml
 
 from harness_pool._errors import ConfigError
+from harness_pool.scheduler._reader import Reader as _Reader
+from harness_pool.scheduler._reader import parse_duration
+
+__all__ = ["Action", "BackendConfig", "Capabilities", "CycleConfig", "JobSpec", "Polling",
+           "SavepointPolicy", "Schedule", "StateConfig", "Step", "capabilities", "load_cycle",
+           "parse_cycle", "parse_duration"]
 
 
 class Action(str, enum.Enum):
@@ -40,9 +45,8 @@ class Action(str, enum.Enum):
 JOB_ACTIONS = {a for a in Action if a is not Action.SLEEP}
 BACKENDS = ("flink-rest", "flink-operator", "ververica")
 STATE_KINDS = ("file", "configmap")
+SNAPSHOT_MODES = ("resource", "legacy")
 WAIT_STATES = ("RUNNING", "FINISHED", "CANCELED", "FAILED")
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,18 @@ class BackendConfig:
     python_jar: str = ""
     """Jar that carries Flink's PythonDriver; default: flink-python from apache-flink."""
     request_timeout: float = 10.0
+    """Bound of every single HTTP / Kubernetes request (a slow answer is a temporary error)."""
+    submit_grace: float = 60.0
+    """How long a submission that may be in flight (the scheduler restarted, or the
+    connection broke mid-request) gets to show up before it is sent again. PyFlink's
+    PythonDriver takes seconds before Flink lists the job; 60 s covers a busy JobManager."""
+    snapshots: str = "resource"
+    """flink-operator: ``resource`` (FlinkStateSnapshot resources, operator 1.10+ default)
+    or ``legacy`` (``kubernetes.operator.snapshot.resource.enabled: false``, or 1.9)."""
+    token_file: str = ""
+    """Ververica Platform: file holding an API token (a mounted Secret)."""
+    token_env: str = ""
+    """Ververica Platform: environment variable holding an API token (secretKeyRef)."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +82,23 @@ class StateConfig:
     """ConfigMap backend: the ConfigMap name (in backend.namespace)."""
     lease: str = ""
     """If set, only the holder of this coordination.k8s.io Lease acts."""
+    lease_duration: float = 15.0
+    """client-go's LeaseDuration: a candidate takes over a Lease whose record it has not
+    seen change for this long (its own clock; other hosts' clocks are never compared)."""
+    renew_deadline: float = 10.0
+    """client-go's RenewDeadline: the holder stops acting when it has not renewed for this
+    long. Shorter than lease_duration, so it stops before anyone else may start."""
+    retry_period: float = 2.0
+    """client-go's RetryPeriod: one acquire/renew attempt (at most one write) per period."""
 
 
 @dataclass(frozen=True)
 class SavepointPolicy:
     dir: str = ""
     """Target directory for savepoints (empty: the cluster's state.savepoints.dir)."""
-    keep: int = 5
-    """Savepoints kept per job; older ones are disposed of through the backend."""
+    keep: int | None = 5
+    """Savepoints kept per job; older ones are disposed of through the backend
+    (None: the backend keeps its own history, e.g. the operator in legacy mode)."""
     retries: int = 2
     """Extra attempts after a failed savepoint before the cycle gives up."""
     retry_backoff: float = 2.0
@@ -86,6 +111,9 @@ class Polling:
     """First poll delay: fast, so streaming downtime stays close to Flink's own."""
     max_interval: float = 0.25
     """Backoff cap for polls; keeps the extra downtime per cycle well under 2 s."""
+    error_backoff: float = 10.0
+    """Backoff cap between retries of a request that failed temporarily (unreachable,
+    5xx, a garbled answer): retried until the step's deadline, never faster than this."""
 
 
 @dataclass(frozen=True)
@@ -134,80 +162,6 @@ class CycleConfig:
     savepoints: SavepointPolicy = field(default_factory=SavepointPolicy)
     polling: Polling = field(default_factory=Polling)
     source: str = ""
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``12``, ``1.5``, ``"250ms"``, ``"30s"``, ``"10m"``, ``"6h"``, ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError("a duration like 30s, 10m, 6h or a number of seconds")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a non-negative duration")
-    return seconds
-
-
-class _Reader:
-    """Collects problems while reading a mapping; never stops at the first one."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def problem(self, where: str, value: Any, expected: str) -> None:
-        self.problems.append(f"{where}: got {value!r}; expected {expected}")
-
-    def mapping(self, data: Any, where: str) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            self.problem(where, data, "a mapping")
-            return {}
-        return data
-
-    def unknown(self, data: dict[str, Any], where: str, known: set[str]) -> None:
-        for key in data:
-            if key not in known:
-                self.problem(f"{where}.{key}" if where else str(key), key,
-                             f"one of {', '.join(sorted(known))}")
-
-    def duration(self, data: dict[str, Any], key: str, where: str, default: float) -> float:
-        if key not in data:
-            return default
-        try:
-            return parse_duration(data[key])
-        except ValueError as exc:
-            self.problem(f"{where}.{key}", data[key], str(exc))
-            return default
-
-    def string(self, data: dict[str, Any], key: str, where: str, default: str = "",
-               required: bool = False, choices: tuple[str, ...] = ()) -> str:
-        if key not in data:
-            if required:
-                self.problems.append(f"{where}.{key}: missing; expected a string")
-            return default
-        value = data[key]
-        if not isinstance(value, str) or (required and not value):
-            self.problem(f"{where}.{key}", value, "a non-empty string")
-            return default
-        if choices and value not in choices:
-            self.problem(f"{where}.{key}", value, f"one of {', '.join(choices)}")
-            return default
-        return value
-
-    def integer(self, data: dict[str, Any], key: str, where: str, default: int | None,
-                minimum: int = 0) -> int | None:
-        if key not in data:
-            return default
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.problem(f"{where}.{key}", value, f"an integer >= {minimum}")
-            return default
-        return value
 
 
 def _read_jobs(r: _Reader, raw: Any) -> dict[str, JobSpec]:
@@ -312,6 +266,107 @@ def _read_schedule(r: _Reader, raw: Any) -> Schedule:
     return Schedule(every=every, cron=cron, timezone=tz)
 
 
+def _read_backend(r: _Reader, raw: Any) -> BackendConfig:
+    b = r.mapping(raw, "backend")
+    r.unknown(b, "backend", {"type", "url", "namespace", "python_jar", "request_timeout",
+                             "submit_grace", "snapshots", "token_file", "token_env"})
+    backend = BackendConfig(
+        type=r.string(b, "type", "backend", "flink-rest", choices=BACKENDS),
+        url=r.string(b, "url", "backend"),
+        namespace=r.string(b, "namespace", "backend", "default"),
+        python_jar=r.string(b, "python_jar", "backend"),
+        request_timeout=r.duration(b, "request_timeout", "backend", 10.0),
+        submit_grace=r.duration(b, "submit_grace", "backend", 60.0),
+        snapshots=r.string(b, "snapshots", "backend", "resource", choices=SNAPSHOT_MODES),
+        token_file=r.string(b, "token_file", "backend"),
+        token_env=r.string(b, "token_env", "backend"),
+    )
+    if backend.type in ("flink-rest", "ververica") and not backend.url:
+        r.problems.append(f"backend.url: missing; {backend.type} needs the REST base URL")
+    if backend.request_timeout <= 0:
+        r.problem("backend.request_timeout", b.get("request_timeout"), "a positive duration")
+    if backend.type != "ververica":
+        for key in ("token_file", "token_env"):
+            if key in b:
+                r.problem(f"backend.{key}", b[key], f"nothing: {backend.type} takes no "
+                          "Ververica API token")
+    if backend.token_file and backend.token_env:
+        r.problems.append("backend.token_env: both token_file and token_env given; "
+                          "expected one of them")
+    if "snapshots" in b and backend.type != "flink-operator":
+        r.problem("backend.snapshots", b["snapshots"], "nothing: only flink-operator has "
+                  "snapshot modes")
+    return backend
+
+
+def _read_state(r: _Reader, raw: Any) -> StateConfig:
+    s = r.mapping(raw, "state")
+    r.unknown(s, "state", {"type", "path", "configmap", "lease", "lease_duration",
+                           "renew_deadline", "retry_period"})
+    state = StateConfig(
+        type=r.string(s, "type", "state", "file", choices=STATE_KINDS),
+        path=r.string(s, "path", "state"),
+        configmap=r.string(s, "configmap", "state"),
+        lease=r.string(s, "lease", "state"),
+        lease_duration=r.duration(s, "lease_duration", "state", 15.0),
+        renew_deadline=r.duration(s, "renew_deadline", "state", 10.0),
+        retry_period=r.duration(s, "retry_period", "state", 2.0),
+    )
+    if state.type == "file" and not state.path:
+        r.problems.append("state.path: missing; the file state store needs a path")
+    if state.type == "configmap" and not state.configmap:
+        r.problems.append("state.configmap: missing; the configmap state store needs a name")
+    if state.type == "configmap" and not state.lease:
+        r.problems.append("state.lease: missing; with the configmap state store a Lease "
+                          "decides which replica acts (give it a name)")
+    if not 0 < state.retry_period < state.renew_deadline < state.lease_duration:
+        r.problems.append(
+            f"state.renew_deadline: got retry_period {state.retry_period:g} s, renew_deadline "
+            f"{state.renew_deadline:g} s, lease_duration {state.lease_duration:g} s; expected "
+            "0 < retry_period < renew_deadline < lease_duration (client-go's rule)")
+    return state
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; a cycle file asking for more is refused at load."""
+
+    free_slots: bool
+    """Knows the cluster's free slots (``parallelism: free-slots``)."""
+    retention: bool
+    """Can dispose of savepoints (``savepoints.keep``)."""
+    savepoint_dir: bool
+    """Takes savepoints into ``savepoints.dir`` (else the platform's configured place)."""
+
+
+def capabilities(backend: BackendConfig) -> Capabilities:
+    if backend.type == "flink-rest":
+        return Capabilities(free_slots=True, retention=True, savepoint_dir=True)
+    if backend.type == "flink-operator":
+        resource = backend.snapshots == "resource"
+        return Capabilities(free_slots=False, retention=resource, savepoint_dir=True)
+    return Capabilities(free_slots=False, retention=True, savepoint_dir=False)
+
+
+def _check_capabilities(r: _Reader, backend: BackendConfig, steps: list[Step],
+                        sp: dict[str, Any]) -> None:
+    can = capabilities(backend)
+    what = backend.type + (f" (snapshots: {backend.snapshots})"
+                           if backend.type == "flink-operator" else "")
+    for i, step in enumerate(steps):
+        if step.parallelism == "free-slots" and not can.free_slots:
+            r.problem(f"steps[{i}].parallelism", "free-slots",
+                      f"a number: {what} does not know the cluster's free slots")
+    if "keep" in sp and not can.retention:
+        r.problem("savepoints.keep", sp["keep"], f"nothing: {what} cannot dispose of "
+                  "savepoints; the operator keeps its own history "
+                  "(kubernetes.operator.savepoint.history.max.count)")
+    if sp.get("dir") and not can.savepoint_dir:
+        r.problem("savepoints.dir", sp["dir"], f"nothing: {what} takes savepoints into the "
+                  "deployment's configured directory (Universal Blob Storage or "
+                  "state.savepoints.dir); set it there")
+
+
 def parse_cycle(data: Any, source: str = "<memory>") -> CycleConfig:
     """Validate an already-parsed YAML document; raise ``ConfigError`` listing every problem."""
     r = _Reader()
@@ -319,29 +374,8 @@ def parse_cycle(data: Any, source: str = "<memory>") -> CycleConfig:
     r.unknown(top, "", {"name", "backend", "state", "jobs", "steps", "schedule", "savepoints",
                         "polling"})
     name = r.string(top, "name", "(top level)", "cycle")
-    b = r.mapping(top.get("backend"), "backend")
-    r.unknown(b, "backend", {"type", "url", "namespace", "python_jar", "request_timeout"})
-    backend = BackendConfig(
-        type=r.string(b, "type", "backend", "flink-rest", choices=BACKENDS),
-        url=r.string(b, "url", "backend"),
-        namespace=r.string(b, "namespace", "backend", "default"),
-        python_jar=r.string(b, "python_jar", "backend"),
-        request_timeout=r.duration(b, "request_timeout", "backend", 10.0),
-    )
-    if backend.type in ("flink-rest", "ververica") and not backend.url:
-        r.problems.append(f"backend.url: missing; {backend.type} needs the REST base URL")
-    s = r.mapping(top.get("state"), "state")
-    r.unknown(s, "state", {"type", "path", "configmap", "lease"})
-    state = StateConfig(
-        type=r.string(s, "type", "state", "file", choices=STATE_KINDS),
-        path=r.string(s, "path", "state"),
-        configmap=r.string(s, "configmap", "state"),
-        lease=r.string(s, "lease", "state"),
-    )
-    if state.type == "file" and not state.path:
-        r.problems.append("state.path: missing; the file state store needs a path")
-    if state.type == "configmap" and not state.configmap:
-        r.problems.append("state.configmap: missing; the configmap state store needs a name")
+    backend = _read_backend(r, top.get("backend"))
+    state = _read_state(r, top.get("state"))
     jobs = _read_jobs(r, top.get("jobs"))
     for job in jobs.values():
         if backend.type == "flink-rest" and bool(job.python) == bool(job.jar):
@@ -369,18 +403,21 @@ def parse_cycle(data: Any, source: str = "<memory>") -> CycleConfig:
                               "expected a suspend step of the same job earlier in the cycle")
     sp = r.mapping(top.get("savepoints"), "savepoints")
     r.unknown(sp, "savepoints", {"dir", "keep", "retries", "retry_backoff", "timeout"})
+    _check_capabilities(r, backend, steps, sp)
     savepoints = SavepointPolicy(
         dir=r.string(sp, "dir", "savepoints"),
-        keep=r.integer(sp, "keep", "savepoints", 5, minimum=1) or 5,
+        keep=(r.integer(sp, "keep", "savepoints", 5, minimum=1) or 5)
+        if capabilities(backend).retention else None,
         retries=r.integer(sp, "retries", "savepoints", 2) or 0,
         retry_backoff=r.duration(sp, "retry_backoff", "savepoints", 2.0),
         timeout=r.duration(sp, "timeout", "savepoints", 600.0),
     )
     po = r.mapping(top.get("polling"), "polling")
-    r.unknown(po, "polling", {"interval", "max_interval"})
+    r.unknown(po, "polling", {"interval", "max_interval", "error_backoff"})
     polling = Polling(
         interval=r.duration(po, "interval", "polling", 0.1),
         max_interval=r.duration(po, "max_interval", "polling", 0.25),
+        error_backoff=r.duration(po, "error_backoff", "polling", 10.0),
     )
     schedule = _read_schedule(r, top.get("schedule"))
     if r.problems:

@@ -1,14 +1,26 @@
 """Prometheus metrics of the scheduler, on a registry passed in (default: a private one).
 
-``SchedulerMetrics.heartbeat`` is the liveness signal: the run loop sets it on
-every iteration; ``/healthz`` answers 503 when it is older than the allowed
-staleness, so a stuck loop is restarted by its supervisor.
+``heartbeat`` is the liveness signal: the run loop beats on every iteration,
+and while it waits or calls a backend it *holds* the beat for a bounded time
+(``hold(seconds)``): a thread ("heartbeat") keeps beating until the hold ends
+or its bound passes, so ``/healthz`` stays green through sleeps and slow steps and
+turns 503 only when the loop is stuck past every bound it announced.
+
+Names are a contract (alert rules use them): existing names never change.
+``last_savepoint_timestamp`` is the unix time of the newest completed savepoint
+the scheduler knows per job (set at startup from the state, and on every
+completed savepoint).
+
+Threads: metric objects are thread-safe (prometheus_client); a hold's
+"heartbeat" thread lives only as long as the hold and is joined when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+BEAT_EVERY = 5.0
 
 
 class SchedulerMetrics:
@@ -40,9 +53,42 @@ class SchedulerMetrics:
                               ["cycle", "result"], registry=r)
         self.heartbeat = Gauge("harness_pool_scheduler_heartbeat_timestamp_seconds",
                                "Last iteration of the run loop (unix time)", registry=r)
+        self.last_savepoint = Gauge("harness_pool_scheduler_last_savepoint_timestamp_seconds",
+                                    "Newest completed savepoint the scheduler knows (unix time)",
+                                    ["job"], registry=r)
+        self.requests = Counter("harness_pool_scheduler_requests",
+                                "Finished manual requests (savepoints trigger|resume|dispose)",
+                                ["action", "result"], registry=r)
+        self.leader = Gauge("harness_pool_scheduler_leader",
+                            "1 while this replica is the one that acts", registry=r)
 
     def beat(self) -> None:
         self.heartbeat.set(time.time())
+
+    @contextlib.contextmanager
+    def hold(self, seconds: float) -> Iterator[None]:
+        """The loop is busy for at most ``seconds`` (a sleep, a bounded call): keep beating
+        until it returns or the bound passes, whichever is first."""
+        self.beat()
+        if seconds <= BEAT_EVERY:
+            yield
+            self.beat()
+            return
+        until = time.time() + seconds
+        done = threading.Event()
+
+        def keep_beating() -> None:
+            while not done.wait(BEAT_EVERY) and time.time() <= until:
+                self.beat()
+
+        beater = threading.Thread(target=keep_beating, name="heartbeat", daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beater.join()
+            self.beat()
 
 
 def serve(metrics: SchedulerMetrics, port: int, stale_after: float = 120.0,

@@ -55,8 +55,8 @@ class JsonHandler(BaseHTTPRequestHandler):
 class HttpFake:
     def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name=name)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True, name=name)
 
     @property
     def url(self) -> str:

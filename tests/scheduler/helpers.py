@@ -9,6 +9,9 @@ from harness_pool.scheduler.runner import CycleRunner
 from harness_pool.scheduler.store import FileStateStore
 from harness_pool.testing.fake_backend import FakeBackend, FakeClock
 
+DROP = object()
+"""A value in an override: remove that key from the default document."""
+
 
 def cycle(tmp: Path | None = None, **over: object) -> CycleConfig:
     doc: dict = {
@@ -27,7 +30,7 @@ def cycle(tmp: Path | None = None, **over: object) -> CycleConfig:
     }
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key] = {**doc[key], **value}
+            doc[key] = {k: v for k, v in {**doc[key], **value}.items() if v is not DROP}
         else:
             doc[key] = value
     return parse_cycle(doc)
@@ -41,7 +44,8 @@ def runner(tmp: Path, backend: FakeBackend | None = None, clock: FakeClock | Non
 
 
 def with_streaming(backend: FakeBackend) -> FakeBackend:
+    from harness_pool.scheduler.model import JobStatus
     from harness_pool.testing.fake_backend import FakeJob
 
-    backend.jobs["s0"] = FakeJob("streaming", "RUNNING", None, None)
+    backend.jobs["s0"] = FakeJob("streaming", JobStatus.RUNNING, None, None)
     return backend

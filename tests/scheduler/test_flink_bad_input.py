@@ -14,7 +14,8 @@ import pytest
 from harness_pool.flink.local_cluster import free_port
 from harness_pool.scheduler.backends.flink_rest import FlinkRestBackend
 from harness_pool.scheduler.config import load_cycle
-from harness_pool.scheduler.model import CycleState
+from harness_pool.scheduler.events import SavepointState
+from harness_pool.scheduler.model import CycleState, JobStatus
 from harness_pool.scheduler.runner import CycleRunner
 from harness_pool.scheduler.store import FileStateStore
 
@@ -102,13 +103,15 @@ def test_forgotten_trigger_falls_back_to_the_stopped_jobs_savepoint(flink_cluste
         wait_for_counts(tmp_path / "counts", 5, timeout=120)
         backend.stop_with_savepoint(job, job_id, "a" * 32, cfg.savepoints.dir)
         deadline = time.monotonic() + 60
-        while (result := backend.savepoint_status(job, job_id, "a" * 32)).status != "COMPLETED":
-            assert time.monotonic() < deadline and result.status != "FAILED", result
+        while (result := backend.savepoint_status(job, job_id, "a" * 32, True)).state \
+                is not SavepointState.COMPLETED:
+            assert time.monotonic() < deadline and result.state is not SavepointState.FAILED, \
+                result
             time.sleep(0.2)
-        while backend.job_state(job, job_id) != "FINISHED":
+        while backend.job_state(job, job_id) is not JobStatus.FINISHED:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        forgotten = backend.savepoint_status(job, job_id, "b" * 32)
+        forgotten = backend.savepoint_status(job, job_id, "b" * 32, True)
         assert forgotten == result
     finally:
         flink_cluster.cancel_all()

@@ -37,10 +37,11 @@ EXAMPLES = ROOT / "harness_pool" / "scheduler" / "examples"
 def write_cycle(tmp: Path, url: str, **overrides: object) -> Path:
     doc: dict = {
         "name": "test",
-        "backend": {"type": "flink-rest", "url": url},
+        "backend": {"type": "flink-rest", "url": url, "submit_grace": "10s"},
         "state": {"type": "file", "path": str(tmp / "state.json")},
         "savepoints": {"dir": (tmp / "savepoints").as_uri(), "keep": 1, "retries": 1,
                        "retry_backoff": "100ms", "timeout": "60s"},
+        "polling": {"error_backoff": "1s"},
         "jobs": {
             "streaming": {"flink_name": "streaming-count",
                           "python": str(EXAMPLES / "streaming_count.py"),
@@ -104,7 +105,7 @@ def start_streaming(cfg_path: Path, tmp: Path) -> FlinkRestBackend:
     cfg = load_cycle(cfg_path)
     backend = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)
     result = backend.submit(cfg.jobs["streaming"], uuid.uuid4().hex, None, None)
-    assert not result.duplicates
+    assert not result.already
     wait_for_counts(tmp / "counts", 20, timeout=120)
     return backend
 
@@ -139,7 +140,7 @@ def test_full_cycle_resumes_streaming_counts_from_the_savepoint(cluster, tmp_pat
     assert len(running(cluster.rest_url, "streaming-count")) == 1
     assert jobs_since(cluster.rest_url, "bounded-words", since) == ["FINISHED"]
     assert (tmp_path / "bounded.txt").read_text().splitlines()[-1] == "a,3"
-    flink_own = _flink_own_seconds(ref, backend.requested)
+    flink_own = _flink_own_seconds(ref, backend.requested, backend.jids)
     downtime = last.downtime["streaming"]
     print(f"\nFIGURES cycle={cycle_seconds:.2f}s downtime={downtime:.2f}s "
           f"flink_own={flink_own:.2f}s overhead={downtime - flink_own:.2f}s")
@@ -156,13 +157,17 @@ class TimedBackend(FlinkRestBackend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.requested: dict[str, float] = {}
+        self.jids: set[str] = set()
+        """The jobs this backend stopped or submitted (the session cluster is shared)."""
 
     def stop_with_savepoint(self, job, job_id, trigger_id, target_dir):
         self.requested.setdefault("stop", time.time() * 1000)
+        self.jids.add(job_id)
         return super().stop_with_savepoint(job, job_id, trigger_id, target_dir)
 
     def submit(self, job, job_id, savepoint, parallelism):
         self.requested.setdefault(f"submit-{job.name}", time.time() * 1000)
+        self.jids.add(job_id)
         result = super().submit(job, job_id, savepoint, parallelism)
         self.requested.setdefault(f"submitted-{job.name}", time.time() * 1000)
         return result
@@ -187,8 +192,10 @@ class ReferencePoller:
             for j in jobs:
                 self.seen.setdefault((j["name"], j["jid"], j["state"]), now)
 
-    def first(self, name: str, state: str, after: float) -> float:
-        return min(t for (n, _, s), t in self.seen.items()
+    def first(self, name: str, state: str, after: float, jids: set[str]) -> float:
+        """When the poller first saw one of ``jids`` (this test's jobs: earlier tests left
+        theirs on the shared cluster) named ``name`` in ``state``, at or after ``after``."""
+        return min(t for (n, j, s), t in self.seen.items() if j in jids
                    if n == name and s == state and t >= after)
 
     def __enter__(self) -> ReferencePoller:
@@ -200,7 +207,8 @@ class ReferencePoller:
         self.thread.join()
 
 
-def _flink_own_seconds(ref: ReferencePoller, requested: dict[str, float]) -> float:
+def _flink_own_seconds(ref: ReferencePoller, requested: dict[str, float],
+                       jids: set[str]) -> float:
     """Flink's own share of the downtime, as a 20 ms poller sees it.
 
     stop request -> REST shows the old job FINISHED; bounded submit request ->
@@ -208,10 +216,10 @@ def _flink_own_seconds(ref: ReferencePoller, requested: dict[str, float]) -> flo
     REST shows the new job RUNNING. The rest of the downtime is the scheduler's.
     """
     stop = requested["stop"]
-    own = ref.first("streaming-count", "FINISHED", stop) - stop
-    own += ref.first("bounded-words", "FINISHED", stop) - requested["submit-bounded"]
+    own = ref.first("streaming-count", "FINISHED", stop, jids) - stop
+    own += ref.first("bounded-words", "FINISHED", stop, jids) - requested["submit-bounded"]
     resumed = max(requested["submitted-streaming"],
-                  ref.first("streaming-count", "RUNNING", requested["submit-streaming"]))
+                  ref.first("streaming-count", "RUNNING", requested["submit-streaming"], jids))
     own += resumed - requested["submit-streaming"]
     return own / 1000.0
 

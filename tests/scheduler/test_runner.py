@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from harness_pool._errors import PermanentError
-from harness_pool.scheduler.model import CycleStatus
-from harness_pool.scheduler.runner import CycleRunner
+from harness_pool.scheduler.leader import Always
+from harness_pool.scheduler.model import CycleStatus, JobStatus
+from harness_pool.scheduler.runner import CycleRunner, LostActor
 from harness_pool.scheduler.store import FileStateStore
 from harness_pool.testing.fake_backend import FakeBackend, FakeClock
 
@@ -19,7 +19,8 @@ from .helpers import cycle, runner, with_streaming
 
 
 def streaming_jobs(backend: FakeBackend) -> list:
-    return [j for j in backend.jobs.values() if j.name == "streaming" and j.state == "RUNNING"]
+    return [j for j in backend.jobs.values()
+            if j.name == "streaming" and j.state is JobStatus.RUNNING]
 
 
 def test_full_cycle_resumes_from_the_savepoint_it_took(tmp_path):
@@ -28,7 +29,7 @@ def test_full_cycle_resumes_from_the_savepoint_it_took(tmp_path):
     assert state.cycles[-1].ok, state.cycles[-1].failure
     [job] = streaming_jobs(backend)
     assert job.savepoint == state.history[-1].path
-    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == ["FINISHED"]
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == [JobStatus.FINISHED]
     assert state.cycles[-1].downtime["streaming"] > 0
 
 
@@ -46,7 +47,7 @@ def test_never_finishing_bounded_job_is_cancelled_and_streaming_resumed(tmp_path
     clock = FakeClock()
     state = runner(tmp_path, backend, clock).run_once()
     assert "still RUNNING after 30 s" in state.cycles[-1].failure
-    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == ["CANCELED"]
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == [JobStatus.CANCELED]
     assert len(streaming_jobs(backend)) == 1
     assert clock.slept >= 30
 
@@ -65,7 +66,7 @@ def test_savepoint_failing_every_time_leaves_streaming_running(tmp_path):
     backend = with_streaming(FakeBackend(fail_savepoints=99))
     state = runner(tmp_path, backend).run_once()
     assert "failed 3 times (last: disk full); job left RUNNING" in state.cycles[-1].failure
-    assert backend.jobs["s0"].state == "RUNNING"
+    assert backend.jobs["s0"].state is JobStatus.RUNNING
     assert not [c for c in backend.calls if c[0] == "submit"], "bounded must not start"
 
 
@@ -82,7 +83,7 @@ def test_no_running_copy_and_two_copies_are_refused(tmp_path):
     state = runner(tmp_path, FakeBackend()).run_once()
     assert "no running copy" in state.cycles[-1].failure
     backend = with_streaming(FakeBackend())
-    backend.jobs["s1"] = backend.jobs["s0"].__class__("streaming", "RUNNING", None, None)
+    backend.jobs["s1"] = backend.jobs["s0"].__class__("streaming", JobStatus.RUNNING, None, None)
     state = runner(tmp_path / "b", backend).run_once()
     assert "2 running copies" in state.cycles[-1].failure
 
@@ -145,17 +146,20 @@ def test_crash_at_every_point_then_restart_completes_exactly_once(tmp_path):
         assert len(backend.triggers) == 1, f"{point}: a second savepoint was triggered"
 
 
-class NotLeader:
-    def is_leader(self, now: float) -> bool:
+class NotLeader(Always):
+    def leading(self) -> bool:
         return False
+
+    def holder(self) -> str:
+        return "replica-b"
 
 
 def test_a_replica_without_the_lease_does_not_act(tmp_path):
     backend = with_streaming(FakeBackend())
     cfg = cycle(tmp_path)
     r = CycleRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
-                    leader=NotLeader(), kill_at="")
-    with pytest.raises(PermanentError, match="lost the lease"):
+                    actor=NotLeader(), kill_at="")
+    with pytest.raises(LostActor, match="no longer the actor \\(replica-b is\\)"):
         r.run_once()
     assert not [c for c in backend.calls if c[0] in ("stop", "submit")]
 
@@ -212,5 +216,50 @@ def test_savepoint_cancel_and_sleep_steps(tmp_path):
     state = runner(tmp_path, backend, clock, steps=steps).run_once()
     assert state.cycles[-1].ok, state.cycles[-1].failure
     assert len(state.history) == 1
-    assert backend.jobs["s0"].state == "CANCELED"
+    assert backend.jobs["s0"].state is JobStatus.CANCELED
     assert clock.slept >= 300
+
+
+@pytest.mark.parametrize("refusal", ["recognised", "generic-400"])
+def test_killed_inside_the_submission_never_starts_a_second_copy_or_fails(tmp_path, refusal):
+    """Killed after the bounded job's submission reached the cluster and before its answer
+    was recorded, while the job is not yet visible (PyFlink's driver takes seconds): the
+    restarted scheduler waits for it instead of failing on the duplicate refusal."""
+    backend = with_streaming(FakeBackend(visible_after=6, generic_refusal=refusal != "recognised"))
+    cfg = cycle(tmp_path, backend={"submit_grace": "1s"})
+    crashing = CrashingRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                              kill_at="after-submit@running:1")
+    crashing.seen = []
+    with pytest.raises(Crash):
+        crashing.run_once()
+    state = CycleRunner(cfg, backend, FileStateStore(cfg.state.path), clock=FakeClock(),
+                        kill_at="").run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure
+    assert backend.submissions == 2, "bounded once, streaming resumed once"
+    assert [j.state for j in backend.jobs.values() if j.name == "bounded"] == [
+        JobStatus.FINISHED]
+
+
+def test_a_resume_that_restored_elsewhere_fails_loudly(tmp_path):
+    backend = with_streaming(FakeBackend(restore_elsewhere=True))
+    state = runner(tmp_path, backend).run_once()
+    failure = state.cycles[-1].failure
+    assert "restored from file:/savepoints/savepoint-1-elsewhere, not from " \
+        "file:/savepoints/savepoint-1" in failure
+    assert "CHECK STREAMING" in failure
+    assert len(streaming_jobs(backend)) == 1, "the running copy is left alone, not doubled"
+
+
+def test_a_backend_bug_does_not_kill_the_loop_mid_cycle(tmp_path):
+    backend = with_streaming(FakeBackend())
+    original, calls = backend.job_state, []
+
+    def flaky(job, job_id):
+        calls.append(job_id)
+        if len(calls) == 2:
+            raise KeyError("status")  # a shape the backend did not expect
+        return original(job, job_id)
+
+    backend.job_state = flaky  # type: ignore[method-assign]
+    state = runner(tmp_path, backend).run_once()
+    assert state.cycles[-1].ok, state.cycles[-1].failure

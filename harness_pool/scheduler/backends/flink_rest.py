@@ -1,16 +1,20 @@
 """Flink REST API backend for a session cluster (tested against a real local cluster).
 
 Endpoints used: ``/jobs`` (states: fresher than ``/jobs/{id}``, which is cached),
-``/jobs/overview``, ``/jobs/{id}`` (PATCH cancel),
-``/jobs/{id}/stop`` and ``/jobs/{id}/savepoints`` (with our ``triggerId``, which
-Flink de-duplicates, so re-issuing after a restart never takes a second
-savepoint), ``/jobs/{id}/savepoints/{trigger}``, ``/jars/upload``,
-``/jars/{jar}/run`` (with our ``jobId``, so a re-issued submission cannot start
-a second copy), ``/overview``, ``/savepoint-disposal``. PyFlink jobs run through
+``/jobs/overview``, ``/jobs/{id}`` (PATCH cancel), ``/jobs/{id}/stop`` and
+``/jobs/{id}/savepoints`` (with our ``triggerId``, which Flink de-duplicates, so
+re-issuing after a restart never takes a second savepoint),
+``/jobs/{id}/savepoints/{trigger}``, ``/jobs/{id}/checkpoints`` (the savepoint a
+job restored from: ``latest.restored.external_path``), ``/jars``,
+``/jars/upload``, ``/jars/{jar}/run`` (with our ``jobId``: Flink refuses a
+second job with that id, so a re-sent submission cannot start a second copy),
+``/overview``, ``/savepoint-disposal``. PyFlink jobs run through
 ``org.apache.flink.client.python.PythonDriver`` from the uploaded flink-python jar.
 
-All HTTP errors are translated here: connection problems and 5xx become
-``TemporaryError``, 4xx ``PermanentError`` with Flink's own message.
+Every answer passes ``backends._boundary``: transport errors, 5xx and garbled
+answers (HTML with 200, truncated bodies, missing fields) are temporary, 4xx
+permanent, with Flink's own message. A refusal of ``/jars/{jar}/run`` that names
+``DuplicateJobSubmissionException`` is reported as "already submitted".
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from typing import Any
 import requests
 
 from harness_pool._errors import PermanentError, TemporaryError
-from harness_pool.scheduler.backends.base import SavepointResult, SubmitResult
+from harness_pool.scheduler.backends._boundary import HttpApi, NotFound, dig, status_error
+from harness_pool.scheduler.backends.base import DisposalResult, SavepointResult, SubmitResult
 from harness_pool.scheduler.config import BackendConfig, JobSpec
-
-_TERMINAL_JOB_STATES = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
+from harness_pool.scheduler.events import DisposalState, SavepointState
+from harness_pool.scheduler.model import ACTIVE, JobStatus
 
 log = logging.getLogger(__name__)
 
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
-ACTIVE = ("INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING",
-          "RECONCILING", "SUSPENDED")
+SLOW_CALL = 120.0
+"""Bound of the calls that legitimately take long: uploading the flink-python jar (tens of
+MB) and ``/jars/{id}/run``, which runs the Python program inside the JobManager."""
+DUPLICATE_MARKERS = ("DuplicateJobSubmissionException", "already been submitted")
 
 
 def default_python_jar() -> str:
@@ -45,53 +52,51 @@ def default_python_jar() -> str:
     return str(jars[0])
 
 
+def _flink_detail(body: Any) -> str:
+    """Flink's error document: ``{"errors": ["message", "stack trace", ...]}``."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not errors:
+        return str(body)[:300]
+    texts = [str(e) for e in errors if str(e).strip() not in ("", "Internal server error.")]
+    return _first_cause(texts[0] if texts else str(errors[0]))
+
+
 class FlinkRestBackend:
     def __init__(self, cfg: BackendConfig, savepoint_dir: str = "",
                  session: requests.Session | None = None) -> None:
-        self.url = cfg.url.rstrip("/")
+        self.api = HttpApi(cfg.url, "Flink REST", cfg.request_timeout, session,
+                           detail=_flink_detail)
+        self.url = self.api.base
         self.timeout = cfg.request_timeout
         self.python_jar = cfg.python_jar
         self.savepoint_dir = savepoint_dir
-        self.http = session or requests.Session()
         self._jar_ids: dict[str, str] = {}
 
-    # -- HTTP boundary ---------------------------------------------------------------
+    def _get(self, path: str, what: str) -> Any:
+        return self.api.call("GET", path, what).body
 
-    def _call(self, method: str, path: str, what: str, ok_404: bool = False,
-              **kwargs: Any) -> Any:
+    def _state(self, value: Any, what: str) -> JobStatus:
         try:
-            response = self.http.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise TemporaryError(f"{what}: Flink REST at {self.url} unreachable: "
-                                 f"{type(exc).__name__}") from exc
-        if response.status_code == 404 and ok_404:
-            return None
-        if response.status_code >= 400:
-            try:
-                errors = response.json().get("errors", [])
-                detail = str(errors[0]).strip().splitlines()[0] if errors else response.text
-            except ValueError:
-                detail = response.text[:200]
-            error_cls = TemporaryError if response.status_code >= 500 else PermanentError
-            if response.status_code == 404:
-                detail = f"not found ({detail[:200]})"
-            raise error_cls(f"{what}: HTTP {response.status_code}: {detail[:300]}")
-        return response.json() if response.content else {}
+            return JobStatus.parse(value)
+        except ValueError as exc:
+            raise TemporaryError(f"{what}: {exc}") from exc
 
     # -- JobBackend ------------------------------------------------------------------
 
     def find_running(self, job: JobSpec) -> list[str]:
-        overview = self._call("GET", "/jobs/overview", "list jobs")
-        return sorted(j["jid"] for j in overview.get("jobs", [])
-                      if j.get("name") == job.flink_name and j.get("state") in ACTIVE)
+        what = f"list jobs (looking for {job.flink_name})"
+        jobs = dig(self._get("/jobs/overview", what), "jobs", what=what)
+        return sorted(str(dig(j, "jid", what=what)) for j in jobs
+                      if dig(j, "name", what=what) == job.flink_name
+                      and self._state(dig(j, "state", what=what), what) in ACTIVE)
 
-    def job_state(self, job: JobSpec, job_id: str) -> str | None:
+    def job_state(self, job: JobSpec, job_id: str) -> JobStatus | None:
         # GET /jobs answers from the dispatcher; GET /jobs/{id} goes through the web
         # ExecutionGraph cache (web.refresh-interval, 3 s by default) and lags behind.
-        data = self._call("GET", "/jobs", f"state of job {job.name} ({job_id})")
-        for entry in data.get("jobs", []):
-            if entry.get("id") == job_id:
-                return str(entry["status"])
+        what = f"state of job {job.name} ({job_id})"
+        for entry in dig(self._get("/jobs", what), "jobs", what=what):
+            if dig(entry, "id", what=what) == job_id:
+                return self._state(dig(entry, "status", what=what), what)
         return None
 
     def stop_with_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
@@ -99,52 +104,53 @@ class FlinkRestBackend:
         body: dict[str, Any] = {"drain": False, "triggerId": trigger_id}
         if target_dir or self.savepoint_dir:
             body["targetDirectory"] = target_dir or self.savepoint_dir
-        self._call("POST", f"/jobs/{job_id}/stop", f"stop job {job.name} ({job_id})", json=body)
+        self.api.call("POST", f"/jobs/{job_id}/stop", f"stop job {job.name} ({job_id})",
+                      json=body)
 
     def trigger_savepoint(self, job: JobSpec, job_id: str, trigger_id: str,
                           target_dir: str) -> None:
         body: dict[str, Any] = {"cancel-job": False, "triggerId": trigger_id}
         if target_dir or self.savepoint_dir:
             body["target-directory"] = target_dir or self.savepoint_dir
-        self._call("POST", f"/jobs/{job_id}/savepoints", f"savepoint of {job.name} ({job_id})",
-                   json=body)
+        self.api.call("POST", f"/jobs/{job_id}/savepoints",
+                      f"savepoint of {job.name} ({job_id})", json=body)
 
-    def savepoint_status(self, job: JobSpec, job_id: str, trigger_id: str) -> SavepointResult:
-        data = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}",
-                          f"savepoint {trigger_id} of {job.name}", ok_404=True)
-        if data is None:
+    def savepoint_status(self, job: JobSpec, job_id: str, trigger_id: str,
+                         stop: bool) -> SavepointResult:
+        what = f"savepoint {trigger_id} of {job.name}"
+        answer = self.api.call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}", what,
+                               allow=(404,))
+        if answer.status == 404:
             return self._savepoint_from_stats(job, job_id, trigger_id)
-        if data["status"]["id"] != "COMPLETED":
-            return SavepointResult("IN_PROGRESS")
-        operation = data.get("operation") or {}
+        if dig(answer.body, "status", "id", what=what) != "COMPLETED":
+            return SavepointResult(SavepointState.PENDING)
+        operation = answer.body.get("operation") or {}
         if operation.get("location"):
-            return SavepointResult("COMPLETED", location=operation["location"])
+            return SavepointResult(SavepointState.COMPLETED, location=operation["location"])
         cause = operation.get("failure-cause") or {}
         text = str(cause.get("stack-trace") or cause.get("class") or cause)
-        return SavepointResult("FAILED", error=_first_cause(text))
+        return SavepointResult(SavepointState.FAILED, error=_first_cause(text))
 
     def _savepoint_from_stats(self, job: JobSpec, job_id: str, trigger_id: str
                               ) -> SavepointResult:
         """The trigger is no longer known (JobManager forgot it, ``rest.async.store-duration``):
         a job that stopped with a savepoint still names it in its checkpoint statistics."""
-        stats = self._call("GET", f"/jobs/{job_id}/checkpoints",
-                           f"checkpoint statistics of {job.name} ({job_id})", ok_404=True)
+        what = f"checkpoint statistics of {job.name} ({job_id})"
+        stats = self.api.call("GET", f"/jobs/{job_id}/checkpoints", what, allow=(404,)).body
         latest = ((stats or {}).get("latest") or {}).get("savepoint") or {}
-        if self.job_state(job, job_id) == "FINISHED" and latest.get("external_path"):
+        if self.job_state(job, job_id) is JobStatus.FINISHED and latest.get("external_path"):
             log.warning("trigger %s of %s is gone; using the savepoint the stopped job reports: "
                         "%s", trigger_id, job.name, latest["external_path"])
-            return SavepointResult("COMPLETED", location=str(latest["external_path"]))
+            return SavepointResult(SavepointState.COMPLETED,
+                                   location=str(latest["external_path"]))
         raise PermanentError(f"savepoint {trigger_id} of {job.name} ({job_id}): unknown to "
                              "Flink, and the job reports no savepoint it stopped with")
 
+    def revert_stop(self, job: JobSpec, job_id: str, trigger_id: str) -> None:
+        """Nothing to do: Flink keeps a job running when its stop-with-savepoint fails."""
+
     def submit(self, job: JobSpec, job_id: str, savepoint: str | None,
                parallelism: int | None) -> SubmitResult:
-        if self.job_state(job, job_id) is not None:
-            log.info("job %s already submitted as %s; not submitting again", job.name, job_id)
-            return SubmitResult(job_id)
-        others = self.find_running(job)
-        if others:
-            return SubmitResult(job_id, duplicates=tuple(others))
         jar = job.jar or self.python_jar or default_python_jar()
         body: dict[str, Any] = {
             "entryClass": job.entry_class or PYTHON_DRIVER,
@@ -157,11 +163,24 @@ class FlinkRestBackend:
         if savepoint:
             body["savepointPath"] = savepoint
         jar_id = self._jar_id(jar)
-        self._call("POST", f"/jars/{jar_id}/run", f"run job {job.name}", json=body)
+        what = f"run job {job.name} ({job_id})"
+        answer = self.api.call("POST", f"/jars/{jar_id}/run", what, json=body,
+                               allow=(400, 409, 500), timeout=max(self.timeout, SLOW_CALL))
+        if answer.status >= 400:
+            if any(marker in answer.text for marker in DUPLICATE_MARKERS):
+                return SubmitResult(job_id, already=True)
+            raise status_error(answer.status, what, _flink_detail(answer.body) or answer.text)
         return SubmitResult(job_id)
 
+    def restored_from(self, job: JobSpec, job_id: str) -> str | None:
+        what = f"checkpoint statistics of {job.name} ({job_id})"
+        stats = self._get(f"/jobs/{job_id}/checkpoints", what)
+        restored = ((stats or {}).get("latest") or {}).get("restored") or {}
+        path = restored.get("external_path")
+        return str(path) if path else None
+
     def cancel(self, job: JobSpec, job_id: str) -> None:
-        self._call("PATCH", f"/jobs/{job_id}?mode=cancel", f"cancel {job.name} ({job_id})")
+        self.api.call("PATCH", f"/jobs/{job_id}?mode=cancel", f"cancel {job.name} ({job_id})")
 
     def free_slots(self) -> int:
         """Slots not claimed by any live job: total slots minus each live job's need.
@@ -171,54 +190,59 @@ class FlinkRestBackend:
         would see too few; a job's need (its largest vertex parallelism, with Flink's
         default slot sharing) is known at once.
         """
-        total = int(self._call("GET", "/overview", "cluster overview")["slots-total"])
-        jobs = self._call("GET", "/jobs", "job list")["jobs"]  # states without the web cache
+        total = int(dig(self._get("/overview", "cluster overview"), "slots-total",
+                        what="cluster overview"))
         used = 0
-        for j in jobs:
-            if j["status"] in _TERMINAL_JOB_STATES:
+        for j in dig(self._get("/jobs", "job list"), "jobs", what="job list"):
+            if self._state(dig(j, "status", what="job list"), "job list").terminal:
                 continue
-            detail = self._call("GET", f"/jobs/{j['id']}", f"job {j['id']}")
-            used += max((v["parallelism"] for v in detail.get("vertices", [])), default=0)
+            what = f"job {j['id']}"
+            vertices = dig(self._get(f"/jobs/{j['id']}", what), "vertices", what=what)
+            used += max((int(v["parallelism"]) for v in vertices), default=0)
         return max(0, total - used)
 
-    def dispose(self, path: str, timeout: float = 60.0) -> None:
-        data = self._call("POST", "/savepoint-disposal", f"dispose {path}",
-                          json={"savepoint-path": path})
-        trigger = data["request-id"]
+    def dispose(self, path: str, ref: str, timeout: float = 60.0) -> DisposalResult:
+        what = f"dispose {path}"
+        trigger = dig(self.api.call("POST", "/savepoint-disposal", what,
+                                    json={"savepoint-path": path}).body, "request-id", what=what)
         deadline = time.monotonic() + timeout
         delay = 0.1
         while time.monotonic() < deadline:
-            status = self._call("GET", f"/savepoint-disposal/{trigger}", f"dispose {path}")
-            if status["status"]["id"] == "COMPLETED":
+            status = self._get(f"/savepoint-disposal/{trigger}", what)
+            if dig(status, "status", "id", what=what) == "COMPLETED":
                 cause = (status.get("operation") or {}).get("failure-cause")
                 if cause:
-                    raise PermanentError(f"dispose {path}: {_first_cause(str(cause))}")
-                return
+                    text = _first_cause(str(cause.get("stack-trace") or cause))
+                    if "FileNotFoundException" in text or "does not exist" in text:
+                        return DisposalResult(DisposalState.DONE, "already gone")
+                    return DisposalResult(DisposalState.FAILED, text)
+                return DisposalResult(DisposalState.DONE)
             time.sleep(delay)
             delay = min(1.0, delay * 1.5)
-        raise TemporaryError(f"dispose {path}: not done after {timeout:.0f} s")
+        return DisposalResult(DisposalState.PENDING, f"not done after {timeout:.0f} s")
 
     # -- jars --------------------------------------------------------------------------
 
     def _jar_id(self, jar: str) -> str:
         """Id of ``jar`` on the cluster: ours from before, one already there by name, or upload."""
         path = Path(jar)
-        listed = self._call("GET", "/jars", "list jars").get("files", [])
+        listed = self._get("/jars", "list jars").get("files") or []
         known = self._jar_ids.get(jar)
         if known and any(f.get("id") == known for f in listed):
             return known
-        same_name = [f["id"] for f in listed if f.get("name") == path.name]
+        same_name = [f["id"] for f in listed if f.get("name") == path.name and f.get("id")]
         if same_name:
             self._jar_ids[jar] = same_name[0]
-            return same_name[0]
+            return str(same_name[0])
         try:
             with path.open("rb") as handle:
-                data = self._call("POST", "/jars/upload", f"upload {path.name}",
-                                  files={"jarfile": (path.name, handle,
-                                                     "application/x-java-archive")})
+                data = self.api.call("POST", "/jars/upload", f"upload {path.name}",
+                                     files={"jarfile": (path.name, handle,
+                                                        "application/x-java-archive")},
+                                     timeout=max(self.timeout, SLOW_CALL)).body
         except OSError as exc:
             raise PermanentError(f"cannot read jar {jar}: {exc.strerror}") from exc
-        jar_id = str(data["filename"]).rsplit("/", 1)[-1]
+        jar_id = str(dig(data, "filename", what=f"upload {path.name}")).rsplit("/", 1)[-1]
         self._jar_ids[jar] = jar_id
         log.info("uploaded %s as %s", path.name, jar_id)
         return jar_id
@@ -230,3 +254,6 @@ def _first_cause(text: str) -> str:
     caused = [ln for ln in lines if ln.startswith("Caused by:")]
     line = caused[-1].removeprefix("Caused by: ") if caused else (lines[0] if lines else text)
     return line[:400]
+
+
+__all__ = ["FlinkRestBackend", "NotFound", "default_python_jar"]
