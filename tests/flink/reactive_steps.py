@@ -1,0 +1,74 @@
+"""Steps shared by the reactive-mode tests: a pod joins, the job follows, the counts hold.
+
+Every test that uses the session's ``reactive_cluster`` starts from one pod at
+parallelism 2 and must leave it so (``back_to_one_pod``), even when it fails.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from harness_pool.flink.keyed_output import (
+    KeyedOutput,
+    attempts_since,
+    consistency_problems,
+    read_folder,
+    reset_problems,
+)
+from harness_pool.flink.pod import Pod, PodPhase
+from harness_pool.flink.reactive import ReactiveCluster
+from harness_pool.sidecar.cli import fetch_status, status_dict
+
+SLOTS = 2
+
+
+def out_dir(cluster: ReactiveCluster) -> Path:
+    return cluster.workdir / "out"
+
+
+def sidecar_status(pod: Pod) -> dict[str, Any]:
+    """The pod's sidecar status, as ``harness-pool status --json`` prints it."""
+    return status_dict(fetch_status(pod.sidecar_address, timeout=10))
+
+
+def restored_checkpoint(cluster: ReactiveCluster) -> int:
+    """Id of the checkpoint the job last restored from (-1: none yet)."""
+    restored = cluster.get(f"/jobs/{cluster.job_id()}/checkpoints").get("latest", {}) \
+        .get("restored") or {}
+    return int(restored.get("id", -1))
+
+
+def wait_counting_at(cluster: ReactiveCluster, parallelism: int, since: float,
+                     timeout: float = 120.0) -> KeyedOutput:
+    """Waits until attempts opened after ``since`` at ``parallelism`` have counted records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = read_folder(out_dir(cluster))
+        fresh = [a for a in attempts_since(out, since) if a.parallelism == parallelism]
+        if sum(a.records for a in fresh) >= 20:
+            return out
+        assert time.monotonic() < deadline, \
+            f"no records counted at parallelism {parallelism} within {timeout:.0f} s " \
+            f"(attempts since: {[(a.name, a.records) for a in attempts_since(out, since)]})"
+        time.sleep(0.5)
+
+
+def check_counts(cluster: ReactiveCluster, since: float) -> KeyedOutput:
+    """Counts continue from the checkpoint per key: replays allowed, never a reset."""
+    out = read_folder(out_dir(cluster))
+    problems = consistency_problems(out) + reset_problems(out, since)
+    assert not problems, "\n".join(problems)
+    assert len(out.max_count) == 8, f"keys counted: {sorted(out.max_count)}"
+    return out
+
+
+def back_to_one_pod(cluster: ReactiveCluster) -> None:
+    """Stops every pod but the first (reaped) and waits for parallelism 2 again."""
+    first, *others = list(cluster.pods.values())
+    for pod in others:
+        if pod.phase is not PodPhase.STOPPED:
+            pod.stop()
+    assert first.phase is PodPhase.RUNNING, f"the first pod is {first.phase.value}"
+    cluster.wait_parallelism(SLOTS)

@@ -1,0 +1,96 @@
+"""Pure parts of reactive mode: reading a job's scale, judging keyed output, pod phases."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness_pool._errors import ConfigError, IllegalTransition
+from harness_pool.flink.jobview import JobStatus, job_scale, rescale_history
+from harness_pool.flink.keyed_output import consistency_problems, parse, reset_problems
+from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers
+from harness_pool.flink.reactive import ReactiveSettings
+
+
+def vertex(name: str, parallelism: int, **tasks: int) -> dict:
+    return {"name": name, "parallelism": parallelism, "tasks": tasks}
+
+
+@pytest.mark.parametrize(("state", "vertices", "at", "expected"), [
+    ("RUNNING", [vertex("src", 4, RUNNING=2, FINISHED=2), vertex("count", 4, RUNNING=4)],
+     4, True),
+    ("RUNNING", [vertex("src", 4, RUNNING=2, DEPLOYING=2), vertex("count", 4, RUNNING=4)],
+     4, False),
+    ("RUNNING", [vertex("src", 2, RUNNING=2), vertex("count", 4, RUNNING=4)], 4, False),
+    ("RUNNING", [vertex("src", 2, RUNNING=2), vertex("count", 2, RUNNING=2)], 4, False),
+    ("RESTARTING", [vertex("src", 4, RUNNING=4)], 4, False),
+    ("RUNNING", [vertex("src", 2, FINISHED=2)], 2, False),  # nothing runs: not "at" a scale
+    ("RUNNING", [], 2, False),
+], ids=["source-without-split-finished", "still-deploying", "one-vertex-behind",
+        "old-scale", "restarting", "all-finished", "no-vertices"])
+def test_job_at_parallelism(state: str, vertices: list, at: int, expected: bool) -> None:
+    scale = job_scale({"jid": "j", "state": state, "vertices": vertices})
+    assert scale.at(at) is expected, scale.describe()
+
+
+def test_terminal_states() -> None:
+    assert {s for s in JobStatus if s.terminal} == {JobStatus.FAILED, JobStatus.CANCELED,
+                                                     JobStatus.FINISHED}
+
+
+def test_rescale_history_reads_flink_2_3_details() -> None:
+    payload = {"items": [{
+        "rescaleUuid": "r1", "triggerCause": "NEW_RESOURCE_AVAILABLE",
+        "terminalState": "COMPLETED", "startTimestampInMillis": 1000,
+        "endTimestampInMillis": 3500,
+        "vertices": {"v": {"jobVertexName": "src", "preRescaleParallelism": 2,
+                           "postRescaleParallelism": 4}},
+        "schedulerStates": [
+            {"state": "Restarting", "enterTimestampInMillis": 1000,
+             "leaveTimestampInMillis": 3000},
+            {"state": "Executing", "enterTimestampInMillis": 3500,
+             "leaveTimestampInMillis": None}]}]}
+    (r,) = rescale_history(payload)
+    assert (r.rescale_id, r.trigger, r.status, r.start_ms, r.end_ms) == \
+        ("r1", "NEW_RESOURCE_AVAILABLE", "COMPLETED", 1000, 3500)
+    assert r.parallelism == {"src": (2, 4)}
+    assert [(p.state, p.seconds) for p in r.phases] == [("Restarting", 2.0), ("Executing", None)]
+    assert rescale_history({"unexpected": 1}) == []
+
+
+def _file(opened: float, subtask: int, lines: list[str], parallelism: int = 2) -> str:
+    return f"#open,{opened},100,{subtask},{parallelism},0\n" + "".join(f"{x}\n" for x in lines)
+
+
+CLEAN = {
+    "a": _file(10.0, 0, ["k0,1,0", "k0,2,2", "k1,1,1"]),
+    "b": _file(20.0, 1, ["k0,2,2", "k0,3,4", "k1,2,3"], parallelism=4),  # replay of value 2
+}
+
+
+@pytest.mark.parametrize(("files", "consistent", "resets_since_15"), [
+    (CLEAN, True, False),
+    ({**CLEAN, "c": _file(30.0, 0, ["k1,1,5"])}, False, True),  # state reset: count 1 again
+    ({**CLEAN, "c": _file(30.0, 0, ["k0,5,6"])}, False, False),  # counted twice
+    ({"a": _file(10.0, 0, ["k0,1,0", "k0,2,2"]) + "k0,3,4"}, True, False),  # torn last line
+    ({"a": _file(16.0, 0, ["k5,1,0"])}, True, False),  # a new key may start at 1
+], ids=["replay", "reset", "double-count", "torn-line", "new-key"])
+def test_keyed_output_judgement(files: dict, consistent: bool, resets_since_15: bool) -> None:
+    out = parse(files)
+    assert (not consistency_problems(out)) is consistent, consistency_problems(out)
+    assert bool(reset_problems(out, since=15.0)) is resets_since_15, reset_problems(out, 15.0)
+
+
+def test_pod_phase_table_refuses_illegal_moves(tmp_path) -> None:
+    pod = Pod("pod-9", tmp_path, 2, PythonWorkers.PROCESS)
+    with pytest.raises(IllegalTransition, match="pod pod-9: cannot go from new to running"):
+        pod.registered()
+    pod.stop()  # nothing started: stops cleanly
+    assert pod.phase is PodPhase.STOPPED and pod.survivors() == []
+
+
+def test_settings_report_every_problem(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ReactiveSettings(job=tmp_path / "missing.py", slots_per_pod=0,
+                         start_timeout=0).validate()
+    assert len(info.value.problems) == 3
+    assert "missing.py is not a file" in str(info.value)
