@@ -54,6 +54,9 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory,
 
 REACTIVE_JOB = Path(__file__).resolve().parent.parent / "harness_pool" / "demo" / "jobs" / \
     "reactive_count.py"
+#: Keys of the reactive job: enough that every keyed subtask of 4 gets some (a subtask
+#: without keys never opens its Python function), few enough for state to stay tiny.
+REACTIVE_KEYS = 64
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +64,7 @@ def reactive_cluster(tmp_path_factory: pytest.TempPathFactory,
                      request: pytest.FixtureRequest) -> Iterator[object]:
     """A started ``ReactiveCluster`` shared by the session: one pod (2 slots, its own
     sidecar, the fast boot) running ``reactive_count.py`` (20 records/s per source
-    subtask, 8 keys) into ``cluster.workdir / "out"``.
+    subtask, ``REACTIVE_KEYS`` keys) into ``cluster.workdir / "out"``.
 
     Tests that add pods must leave it as they found it: one pod, parallelism 2. On
     teardown every process is reaped (checked); when a test failed, the JobManager's,
@@ -74,7 +77,7 @@ def reactive_cluster(tmp_path_factory: pytest.TempPathFactory,
 
     workdir = tmp_path_factory.mktemp("reactive")
     cluster = ReactiveCluster(workdir, ReactiveSettings(
-        job=REACTIVE_JOB, job_args=(str(workdir / "out"), "20", "8")))
+        job=REACTIVE_JOB, job_args=(str(workdir / "out"), "20", str(REACTIVE_KEYS))))
     try:
         cluster.start(pods=1)
         yield cluster

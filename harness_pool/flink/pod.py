@@ -99,6 +99,7 @@ class Pod:
         self.sidecar_port = 0
         self.metrics_port = 0
         self.taskmanager_started_wall = 0.0  # time.time() when the TaskManager was spawned
+        self.registered_wall = 0.0  # time.time() when the JobManager was seen listing it
         self.taskmanager_exit: int | None = None
         self.sidecar_exit: int | None = None
 
@@ -157,6 +158,7 @@ class Pod:
                                         self.log_dir / "taskmanager.stdout", self.workdir)
 
     def registered(self) -> None:
+        self.registered_wall = time.time()
         self._move(PodPhase.RUNNING)
 
     # -- removal -------------------------------------------------------------

@@ -20,6 +20,7 @@ from harness_pool.flink.keyed_output import (
 from harness_pool.flink.pod import Pod, PodPhase
 from harness_pool.flink.reactive import ReactiveCluster
 from harness_pool.sidecar.cli import fetch_status, status_dict
+from tests.flink_fixtures import REACTIVE_KEYS
 
 SLOTS = 2
 
@@ -33,21 +34,28 @@ def sidecar_status(pod: Pod) -> dict[str, Any]:
     return status_dict(fetch_status(pod.sidecar_address, timeout=10))
 
 
-def restored_checkpoint(cluster: ReactiveCluster) -> int:
-    """Id of the checkpoint the job last restored from (-1: none yet)."""
+def last_restore(cluster: ReactiveCluster) -> tuple[int, float]:
+    """(checkpoint id, unix time) of the job's latest restore; (-1, 0.0) before any.
+
+    A rescale restores from the latest *completed* checkpoint, which may be the one
+    an earlier rescale restored from (no checkpoint completed in between): compare
+    restore times, not ids.
+    """
     restored = cluster.get(f"/jobs/{cluster.job_id()}/checkpoints").get("latest", {}) \
         .get("restored") or {}
-    return int(restored.get("id", -1))
+    return int(restored.get("id", -1)), float(restored.get("restore_timestamp", 0)) / 1000
 
 
 def wait_counting_at(cluster: ReactiveCluster, parallelism: int, since: float,
                      timeout: float = 120.0) -> KeyedOutput:
-    """Waits until attempts opened after ``since`` at ``parallelism`` have counted records."""
+    """Waits until every keyed subtask of an attempt opened after ``since`` at
+    ``parallelism`` has counted records (a subtask opens its Python function, and its
+    file, with its first bundle)."""
     deadline = time.monotonic() + timeout
     while True:
         out = read_folder(out_dir(cluster))
         fresh = [a for a in attempts_since(out, since) if a.parallelism == parallelism]
-        if sum(a.records for a in fresh) >= 20:
+        if len({a.subtask for a in fresh if a.records}) == parallelism:
             return out
         assert time.monotonic() < deadline, \
             f"no records counted at parallelism {parallelism} within {timeout:.0f} s " \
@@ -60,7 +68,7 @@ def check_counts(cluster: ReactiveCluster, since: float) -> KeyedOutput:
     out = read_folder(out_dir(cluster))
     problems = consistency_problems(out) + reset_problems(out, since)
     assert not problems, "\n".join(problems)
-    assert len(out.max_count) == 8, f"keys counted: {sorted(out.max_count)}"
+    assert len(out.max_count) == REACTIVE_KEYS, f"keys counted: {sorted(out.max_count)}"
     return out
 
 

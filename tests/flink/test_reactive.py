@@ -23,7 +23,7 @@ from tests.flink.reactive_steps import (
     SLOTS,
     back_to_one_pod,
     check_counts,
-    restored_checkpoint,
+    last_restore,
     sidecar_status,
     wait_counting_at,
 )
@@ -55,7 +55,6 @@ def test_pod_joins_and_leaves_keyed_counts_continue(reactive_cluster: ReactiveCl
                                                     how: Removal) -> None:
     cluster = reactive_cluster
     cluster.wait_parallelism(SLOTS)
-    restored = restored_checkpoint(cluster)
     joined_at = time.time()
     try:
         pod, _ = join(cluster)
@@ -64,8 +63,9 @@ def test_pod_joins_and_leaves_keyed_counts_continue(reactive_cluster: ReactiveCl
                    and a.parallelism == 4}
         assert served_by(sidecar_status(pod), at_four), \
             "no keyed subtask at parallelism 4 ran in a process of pod 2's sidecar"
-        after_join = restored_checkpoint(cluster)
-        assert after_join > restored, "scaling up did not restore from a checkpoint"
+        checkpoint, restored_at = last_restore(cluster)
+        assert checkpoint > 0 and restored_at >= joined_at, \
+            f"scaling up did not restore from a checkpoint ({checkpoint}, {restored_at})"
 
         left_at = time.time()
         cluster.remove_pod(pod.name, how)
@@ -75,8 +75,9 @@ def test_pod_joins_and_leaves_keyed_counts_continue(reactive_cluster: ReactiveCl
         assert not pod.survivors(), f"{pod.name} left processes behind: {pod.survivors()}"
         cluster.wait_parallelism(SLOTS)
         wait_counting_at(cluster, SLOTS, left_at)
-        assert restored_checkpoint(cluster) > after_join, \
-            "scaling down did not restore from a checkpoint"
+        checkpoint, restored_at = last_restore(cluster)
+        assert checkpoint > 0 and restored_at >= left_at, \
+            f"scaling down did not restore from a checkpoint ({checkpoint}, {restored_at})"
     finally:
         back_to_one_pod(cluster)
     check_counts(cluster, since=joined_at)

@@ -1,4 +1,4 @@
-"""Pure parts of reactive mode: reading a job's scale, judging keyed output, pod phases."""
+"""Pure parts of reactive mode: a job's scale, keyed output, pod phases, stdin commands."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 from harness_pool._errors import ConfigError, IllegalTransition
 from harness_pool.flink.jobview import JobStatus, job_scale, rescale_history
 from harness_pool.flink.keyed_output import consistency_problems, parse, reset_problems
-from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers
+from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers, Removal
 from harness_pool.flink.reactive import ReactiveSettings
+from harness_pool.flink.reactive_cli import Command, Verb, parse_command
 
 
 def vertex(name: str, parallelism: int, **tasks: int) -> dict:
@@ -94,3 +95,27 @@ def test_settings_report_every_problem(tmp_path) -> None:
                          start_timeout=0).validate()
     assert len(info.value.problems) == 3
     assert "missing.py is not a file" in str(info.value)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("add", Command(Verb.ADD)),
+    ("  pods \n", Command(Verb.PODS)),
+    ("remove", Command(Verb.REMOVE)),
+    ("remove pod-2", Command(Verb.REMOVE, "pod-2")),
+    ("remove pod-2 SIGKILL", Command(Verb.REMOVE, "pod-2", Removal.SIGKILL)),
+    ("remove sigkill", Command(Verb.REMOVE, "", Removal.SIGKILL)),
+    ("", None),
+    ("stop", Command(Verb.STOP)),
+])
+def test_reactive_commands(line: str, expected: Command | None) -> None:
+    assert parse_command(line) == expected
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("scale 4", "unknown command 'scale'"),
+    ("add pod-3", "add takes no arguments"),
+    ("remove pod-2 pod-3", "neither sigterm nor sigkill"),
+])
+def test_reactive_commands_refused_with_a_reason(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_command(line)

@@ -1,0 +1,165 @@
+"""How often does a rescale hit ``IllegalStateException: Reference count must not be negative``?
+
+During a rescale a TaskManager has been seen to fail with that exception from
+Beam's ``DefaultJobBundleFactory$WrappedSdkHarnessClient.unref`` (Flink's copy
+in flink-python). This script counts it over many rescales, with the pod's
+sidecar (fast boot) and with PyFlink's process mode, on the same job:
+
+for each mode, a reactive cluster with one pod runs ``reactive_count.py``;
+then ``--rounds`` times: a pod joins (rescale 2 -> 4), then leaves (4 -> 2) by
+``--removal`` (sigterm, sigkill, or alternate). After each rescale it counts new
+hazard lines in every TaskManager's log, new job failovers (exception history),
+and TaskManagers that exited on their own (pod 1 is replaced if it dies, so the
+run goes on). At the end the keyed counts are checked (replays, never a reset).
+
+Run: ``.venv/bin/python -m bench.bench_rescale_hazard --rounds 10`` (20 rescales a
+mode); writes ``bench/results/rescale_hazard.json``. Hazard lines found are kept
+with their context in the JSON, so they can be read without the logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.rescale_rounds import HAZARD, Step, failover_count, hazard_count, scale_down, scale_up
+from harness_pool.flink.keyed_output import consistency_problems, read_folder, reset_problems
+from harness_pool.flink.pod import PodPhase, PythonWorkers, Removal
+from harness_pool.flink.reactive import ReactiveCluster, ReactiveSettings
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+JOB = HERE.parent / "harness_pool" / "demo" / "jobs" / "reactive_count.py"
+SLOTS = 2
+
+
+def _removal(policy: str, i: int) -> Removal:
+    if policy == "alternate":
+        return Removal.SIGTERM if i % 2 == 0 else Removal.SIGKILL
+    return Removal(policy)
+
+
+def _contexts(cluster: ReactiveCluster, limit: int = 6) -> list[str]:
+    """A few log excerpts around hazard lines (for the JSON)."""
+    found = []
+    for pod in cluster.pods.values():
+        for path in pod.log_dir.glob("*"):
+            if not path.is_file():
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+            for n, line in enumerate(lines):
+                if HAZARD in line and len(found) < limit:
+                    found.append(f"{pod.name}/{path.name}:{n + 1}\n" +
+                                 "\n".join(lines[max(0, n - 8): n + 12]))
+    return found
+
+
+def _dead_pods(cluster: ReactiveCluster) -> list[str]:
+    return [p.name for p in cluster.pods.values() if p.phase is PodPhase.RUNNING
+            and p.taskmanager is not None and not p.taskmanager.alive()]
+
+
+def run_mode(mode: PythonWorkers, rounds: int, removal: str, workdir: Path,
+             keep_logs: Path | None) -> dict[str, Any]:
+    cluster = ReactiveCluster(workdir, ReactiveSettings(
+        job=JOB, job_args=(str(workdir / "out"), "20", "8"), python=mode,
+        slots_per_pod=SLOTS))
+    steps: list[Step] = []
+    tm_deaths: list[str] = []
+    started = time.time()
+    try:
+        cluster.start(pods=1)
+        hazards, failovers = hazard_count(cluster), failover_count(cluster)
+        for i in range(rounds):
+            pod = None
+            for direction in ("up", "down"):
+                if direction == "down" and pod is None:
+                    break  # the pod never joined: nothing to take away
+                try:
+                    if direction == "up":
+                        pod, step = scale_up(cluster, SLOTS)
+                    else:
+                        assert pod is not None
+                        step = scale_down(cluster, pod, _removal(removal, i), SLOTS)
+                except Exception as exc:  # recorded; the run goes on from a known state
+                    step = Step(direction, "", time.time(), error=f"{type(exc).__name__}: {exc}")
+                dead = _dead_pods(cluster)
+                for name in dead:  # a TaskManager that died on its own: replace its pod
+                    tm_deaths.append(f"round {i} {direction}: {name}")
+                    cluster.pods[name].stop()
+                    cluster.add_pod()
+                now_h, now_f = hazard_count(cluster), failover_count(cluster)
+                step.hazard_hits, step.failovers = now_h - hazards, now_f - failovers
+                hazards, failovers = now_h, now_f
+                steps.append(step)
+                print(f"{mode.value} round {i + 1}/{rounds} {direction} {step.how}: "
+                      f"running after {step.seen_running_s or float('nan'):.1f}s, "
+                      f"hazard +{step.hazard_hits}, failovers +{step.failovers}"
+                      f"{', ERROR ' + step.error if step.error else ''}", file=sys.stderr)
+                if step.error:
+                    for extra in cluster.live_pods()[1:]:
+                        extra.stop()
+                    cluster.wait_parallelism(SLOTS)
+                    break
+        out = read_folder(workdir / "out")
+        counts = consistency_problems(out) + reset_problems(out, since=started + 30)
+        contexts = _contexts(cluster)
+    finally:
+        cluster.stop()
+        if keep_logs is not None:
+            cluster.collect_logs(keep_logs / mode.value)
+    return {
+        "mode": mode.value, "rounds": rounds, "removal": removal,
+        "rescales": sum(1 for s in steps if not s.error),
+        "hazard_hits": sum(s.hazard_hits for s in steps),
+        "rescales_with_hazard": sum(1 for s in steps if s.hazard_hits),
+        "taskmanager_deaths": tm_deaths,
+        "failovers": sum(s.failovers for s in steps),
+        "errors": [s.error for s in steps if s.error],
+        "count_problems": counts,
+        "hazard_contexts": contexts,
+        "steps": [s.__dict__ for s in steps],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="join+leave rounds per mode "
+                        "(2 rescales each)")
+    parser.add_argument("--modes", default="pool,process",
+                        help="comma-separated: pool, pool-pyflink-boot, process")
+    parser.add_argument("--removal", choices=("sigterm", "sigkill", "alternate"),
+                        default="sigterm")
+    parser.add_argument("--out", type=Path, default=RESULTS / "rescale_hazard.json")
+    parser.add_argument("--keep-logs", type=Path, default=None,
+                        help="copy every log folder here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    results = []
+    for name in args.modes.split(","):
+        workdir = Path(tempfile.mkdtemp(prefix=f"hp-hazard-{name}-"))
+        try:
+            results.append(run_mode(PythonWorkers(name), args.rounds, args.removal, workdir,
+                                    args.keep_logs))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"hazard": HAZARD, "results": results}, indent=2))
+    print(f"\n{'mode':<18} {'rescales':>8} {'with hazard':>11} {'TM deaths':>9} "
+          f"{'failovers':>9} {'errors':>6}")
+    for r in results:
+        print(f"{r['mode']:<18} {r['rescales']:>8} {r['rescales_with_hazard']:>11} "
+              f"{len(r['taskmanager_deaths']):>9} {r['failovers']:>9} {len(r['errors']):>6}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
