@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -135,8 +136,10 @@ class Pod:
         _wait_serving(self.sidecar, self.sidecar_address, ready_timeout)
 
     def start_taskmanager(self, script: Path, env: Mapping[str, str],
-                          conf: Mapping[str, object]) -> None:
-        """Writes the pod's own config and starts ``taskmanager.sh start-foreground``."""
+                          conf: Mapping[str, object], conf_template: Path) -> None:
+        """Writes the pod's own config (``conf_template``'s logging files, ``conf`` with this
+        pod's ports and folders) and starts ``taskmanager.sh start-foreground``."""
+        shutil.copytree(conf_template, self.conf_dir, dirs_exist_ok=True)
         pod_conf = dict(conf)
         pod_conf.update({
             "taskmanager.resource-id": self.name,

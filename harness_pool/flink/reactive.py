@@ -55,6 +55,13 @@ from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers, Removal
 
 log = logging.getLogger(__name__)
 
+# Flink 2.3's adaptive-scheduler timeline logs whole rescale objects at INFO and WARN
+# on every state change; its REST endpoints (/jobs/:id/rescales/...) carry the same.
+_QUIET_TIMELINE = """
+logger.hp_timeline.name = org.apache.flink.runtime.scheduler.adaptive.timeline
+logger.hp_timeline.level = ERROR
+"""
+
 
 @dataclasses.dataclass(frozen=True)
 class ReactiveSettings:
@@ -188,9 +195,15 @@ class ReactiveCluster:
         env = self._env()
         deadline = time.monotonic() + self.settings.start_timeout
         pod.start_sidecar(env, self.settings.start_timeout)
-        pod.start_taskmanager(self.home / "bin" / "taskmanager.sh", env, self.conf)
+        pod.start_taskmanager(self.home / "bin" / "taskmanager.sh", env, self.conf,
+                              self.conf_dir)
         self._wait_registered(pod, deadline)
         pod.registered()
+        log.info("pod %s joined: TaskManager registered %.1f s after its start%s; %d pods "
+                 "running, the job rescales to %d", name,
+                 pod.registered_wall - pod.taskmanager_started_wall,
+                 f", sidecar {pod.sidecar_address}" if pod.sidecar is not None else "",
+                 len(self.live_pods()), len(self.live_pods()) * self.settings.slots_per_pod)
         return pod
 
     def remove_pod(self, name: str, how: Removal = Removal.SIGTERM,
@@ -201,6 +214,10 @@ class ReactiveCluster:
         pod.remove_taskmanager(how)
         if stop_sidecar:
             pod.stop()
+        log.info("pod %s left by %s (TaskManager exit %s); %d pods running, the job "
+                 "rescales to %d%s", name, how.value, pod.taskmanager_exit,
+                 len(self.live_pods()), len(self.live_pods()) * self.settings.slots_per_pod,
+                 "" if stop_sidecar else "; its sidecar still runs")
         return pod
 
     def live_pods(self) -> list[Pod]:
@@ -350,6 +367,8 @@ class ReactiveCluster:
         conf.update(s.conf)
         self.conf = conf
         write_config(self.conf_dir, conf)
+        with open(self.conf_dir / "log4j-console.properties", "a") as props:
+            props.write(_QUIET_TIMELINE)
 
     def _check_jobmanager(self) -> None:
         if self.jobmanager is not None and not self.jobmanager.alive():

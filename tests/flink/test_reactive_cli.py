@@ -4,6 +4,7 @@ added and removed by stdin commands, everything reaped on SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from harness_pool.flink.distribution import group_members
-from tests.flink_fixtures import REACTIVE_JOB
+from tests.flink_fixtures import ARTIFACTS, REACTIVE_JOB
 
 pytestmark = [pytest.mark.slow, pytest.mark.flink]
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,12 @@ def test_reactive_cli_adds_and_removes_pods_and_reaps_all_on_sigterm(tmp_path: P
             requests.get(f"{url}/overview", timeout=2)
         assert processes_under(workdir) == [], "processes of the cluster left behind"
         assert group_members(proc.pid) == []
+    except BaseException:
+        target = ARTIFACTS / f"reactive-cli-{time.strftime('%Y%m%d-%H%M%S')}"
+        for logs in [workdir / "log", *workdir.glob("pods/*/log")]:
+            if logs.is_dir():
+                shutil.copytree(logs, target / logs.parent.name, dirs_exist_ok=True)
+        raise
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
