@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.rescale_rounds import HAZARD, Step, failover_count, hazard_count, scale_down, scale_up
-from harness_pool.flink.keyed_output import consistency_problems, read_folder, reset_problems
+from harness_pool.flink.keyed_output import count_problems, read_folder
 from harness_pool.flink.pod import PodPhase, PythonWorkers, Removal
 from harness_pool.flink.reactive import ReactiveCluster, ReactiveSettings
 
@@ -73,7 +73,6 @@ def run_mode(mode: PythonWorkers, rounds: int, removal: str, workdir: Path,
         slots_per_pod=SLOTS))
     steps: list[Step] = []
     tm_deaths: list[str] = []
-    started = time.time()
     try:
         cluster.start(pods=1)
         hazards, failovers = hazard_count(cluster), failover_count(cluster)
@@ -108,8 +107,7 @@ def run_mode(mode: PythonWorkers, rounds: int, removal: str, workdir: Path,
                         extra.stop()
                     cluster.wait_parallelism(SLOTS)
                     break
-        out = read_folder(workdir / "out")
-        counts = consistency_problems(out) + reset_problems(out, since=started + 30)
+        counts = count_problems(read_folder(workdir / "out"))
         contexts = _contexts(cluster)
     finally:
         cluster.stop()

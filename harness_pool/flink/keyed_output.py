@@ -1,22 +1,22 @@
 """Reads the output of ``demo/jobs/reactive_count.py`` and judges it: replays, never resets.
 
 The job writes, per subtask attempt, a file ``counts-<pid>-<subtask>-<attempt>.csv``
-with a header ``#open,<unix time>,<pid>,<subtask>,<parallelism>,<attempt>`` and one
-``key,count,value`` line per record. Pure functions here take file texts (or a
-folder, for convenience) and say what they show:
+with a header ``#open,<unix time>,<pid>,<subtask>,<parallelism>,<attempt>,<keys>,<shift>``
+and one ``key,count,value`` line per record, ``count`` being the key's count
+within the value's bucket (``value >> shift``). Within a bucket a key's values
+reach the counter in increasing order (one split reader emits them in order,
+across rescales and restores), so with exactly-once state every line must
+satisfy::
 
-- ``consistency_problems``: per key, the largest count written must equal the
-  number of distinct values written. Every restore from a checkpoint replays
-  the same values from the same source positions, so replays write values
-  again but never add distinct ones; state lost or reset makes the largest
-  count smaller, a count applied twice makes it larger.
-- ``reset_problems``: an attempt opened after a rescale must continue each key
-  it meets from the checkpointed count, so its first count for a key counted
-  before is more than 1. (A job restarted without its state would replay from
-  scratch and pass the first check; this one catches it.)
+    count == (value - bucket start) // keys + 1
+
+A replay from a checkpoint writes the same pairs again (allowed); state that
+was lost or reset writes a smaller count, a record counted twice a larger one.
+Each line is checked on its own, whatever the order in which attempts ran.
 
 A line still being written when a file is read is ignored: only text up to the
-last newline counts.
+last newline counts. Pure functions: they take file texts (``read_folder`` for
+convenience reads a folder).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+#: How many bad lines ``KeyedOutput.problems`` keeps (the total is counted apart).
+MAX_PROBLEMS = 20
 
 
 @dataclasses.dataclass
@@ -36,78 +39,75 @@ class Attempt:
     pid: int
     subtask: int
     parallelism: int
-    first: dict[str, int] = dataclasses.field(default_factory=dict)  # key -> first count
     records: int = 0
 
 
 @dataclasses.dataclass
 class KeyedOutput:
     attempts: list[Attempt]
-    max_count: dict[str, int]
-    values: dict[str, set[int]]
-    first_seen: dict[str, float]  # key -> opened_at of the earliest attempt that counted it
+    counts: dict[str, int]  # key -> its count: the sum over buckets of the largest count
+    bad_lines: int = 0
+    problems: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def records(self) -> int:
         return sum(a.records for a in self.attempts)
 
 
+def expected_count(value: int, keys: int, shift: int) -> int:
+    """What the count of ``value`` must be with exactly-once state (module docstring)."""
+    start = (value >> shift) << shift
+    return (value - start) // keys + 1
+
+
 def parse(files: Mapping[str, str]) -> KeyedOutput:
-    """Reads ``{file name: text}``; lines after the last newline are ignored."""
+    """Reads ``{file name: text}`` and checks every complete line."""
     attempts: list[Attempt] = []
-    max_count: dict[str, int] = defaultdict(int)
-    values: dict[str, set[int]] = defaultdict(set)
-    first_seen: dict[str, float] = {}
+    largest: dict[tuple[str, int], int] = defaultdict(int)
+    out = KeyedOutput(attempts, {})
     for name, text in sorted(files.items()):
         complete = text[: text.rfind("\n") + 1]
         attempt: Attempt | None = None
-        for line in complete.splitlines():
+        keys = shift = 0
+        for n, line in enumerate(complete.splitlines(), 1):
             if line.startswith("#open,"):
-                _, opened, pid, subtask, parallelism, _attempt = line.split(",")
-                attempt = Attempt(name, float(opened), int(pid), int(subtask), int(parallelism))
+                fields = line.split(",")
+                attempt = Attempt(name, float(fields[1]), int(fields[2]), int(fields[3]),
+                                  int(fields[4]))
+                keys, shift = int(fields[6]), int(fields[7])
                 attempts.append(attempt)
                 continue
             if not line or attempt is None:
                 continue
             key, count_text, value_text = line.split(",")
-            count = int(count_text)
+            count, value = int(count_text), int(value_text)
             attempt.records += 1
-            attempt.first.setdefault(key, count)
-            max_count[key] = max(max_count[key], count)
-            values[key].add(int(value_text))
-            first_seen[key] = min(first_seen.get(key, attempt.opened_at), attempt.opened_at)
-    return KeyedOutput(attempts, dict(max_count), dict(values), first_seen)
+            bucket = (key, value >> shift)
+            largest[bucket] = max(largest[bucket], count)
+            want = expected_count(value, keys, shift)
+            if count != want:
+                out.bad_lines += 1
+                if len(out.problems) < MAX_PROBLEMS:
+                    what = "state lost or reset" if count < want else "counted twice"
+                    out.problems.append(
+                        f"{name}:{n} (subtask {attempt.subtask}/{attempt.parallelism}, opened "
+                        f"{attempt.opened_at:.1f}): key {key} value {value} has count {count}, "
+                        f"expected {want} ({what})")
+    for (key, _bucket), count in largest.items():
+        out.counts[key] = out.counts.get(key, 0) + count
+    return out
 
 
 def read_folder(folder: Path) -> KeyedOutput:
     return parse({p.name: p.read_text(errors="replace") for p in folder.glob("counts-*.csv")})
 
 
-def consistency_problems(out: KeyedOutput) -> list[str]:
-    """Keys whose largest count differs from their number of distinct values."""
-    problems = []
-    for key in sorted(out.max_count):
-        largest, distinct = out.max_count[key], len(out.values[key])
-        if largest != distinct:
-            what = "state lost or reset" if largest < distinct else "records counted twice"
-            problems.append(f"key {key}: largest count {largest} but {distinct} distinct "
-                            f"values ({what})")
-    return problems
-
-
-def reset_problems(out: KeyedOutput, since: float) -> list[str]:
-    """Attempts opened at or after ``since`` (unix time) that restarted a known key at 1."""
-    problems = []
-    for attempt in out.attempts:
-        if attempt.opened_at < since:
-            continue
-        for key, first in sorted(attempt.first.items()):
-            known_before = out.first_seen.get(key, since) < attempt.opened_at
-            if first == 1 and known_before:
-                problems.append(f"{attempt.name} (subtask {attempt.subtask}/"
-                                f"{attempt.parallelism}, opened {attempt.opened_at:.1f}) "
-                                f"counted key {key} from 1: its state was reset")
-    return problems
+def count_problems(out: KeyedOutput) -> list[str]:
+    """Every line whose count is not what exactly-once state gives (empty: all good)."""
+    if not out.bad_lines:
+        return []
+    more = out.bad_lines - len(out.problems)
+    return out.problems + ([f"... and {more} more"] if more > 0 else [])
 
 
 def attempts_since(out: KeyedOutput, since: float) -> list[Attempt]:

@@ -80,5 +80,6 @@ def test_pod_joins_and_leaves_keyed_counts_continue(reactive_cluster: ReactiveCl
             f"scaling down did not restore from a checkpoint ({checkpoint}, {restored_at})"
     finally:
         back_to_one_pod(cluster)
-    check_counts(cluster, since=joined_at)
+    out = check_counts(cluster)
+    assert {a.parallelism for a in out.attempts if a.opened_at >= joined_at} == {2, 4}
 

@@ -6,7 +6,7 @@ import pytest
 
 from harness_pool._errors import ConfigError, IllegalTransition
 from harness_pool.flink.jobview import JobStatus, job_scale, rescale_history
-from harness_pool.flink.keyed_output import consistency_problems, parse, reset_problems
+from harness_pool.flink.keyed_output import count_problems, expected_count, parse
 from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers, Removal
 from harness_pool.flink.reactive import ReactiveSettings
 from harness_pool.flink.reactive_cli import Command, Verb, parse_command
@@ -59,26 +59,35 @@ def test_rescale_history_reads_flink_2_3_details() -> None:
 
 
 def _file(opened: float, subtask: int, lines: list[str], parallelism: int = 2) -> str:
-    return f"#open,{opened},100,{subtask},{parallelism},0\n" + "".join(f"{x}\n" for x in lines)
+    """A counts file with 8 keys and buckets of 2**4 values (bucket 1 starts at 16)."""
+    return f"#open,{opened},100,{subtask},{parallelism},0,8,4\n" + \
+        "".join(f"{x}\n" for x in lines)
 
 
 CLEAN = {
-    "a": _file(10.0, 0, ["k0,1,0", "k0,2,2", "k1,1,1"]),
-    "b": _file(20.0, 1, ["k0,2,2", "k0,3,4", "k1,2,3"], parallelism=4),  # replay of value 2
+    "a": _file(10.0, 0, ["k0,1,0", "k0,2,8", "k1,1,1", "k0,1,16"]),
+    "b": _file(20.0, 1, ["k0,2,8", "k1,2,9", "k0,2,24"], parallelism=4),  # 8: a replay
 }
 
 
-@pytest.mark.parametrize(("files", "consistent", "resets_since_15"), [
-    (CLEAN, True, False),
-    ({**CLEAN, "c": _file(30.0, 0, ["k1,1,5"])}, False, True),  # state reset: count 1 again
-    ({**CLEAN, "c": _file(30.0, 0, ["k0,5,6"])}, False, False),  # counted twice
-    ({"a": _file(10.0, 0, ["k0,1,0", "k0,2,2"]) + "k0,3,4"}, True, False),  # torn last line
-    ({"a": _file(16.0, 0, ["k5,1,0"])}, True, False),  # a new key may start at 1
-], ids=["replay", "reset", "double-count", "torn-line", "new-key"])
-def test_keyed_output_judgement(files: dict, consistent: bool, resets_since_15: bool) -> None:
+@pytest.mark.parametrize(("files", "bad"), [
+    (CLEAN, 0),
+    ({**CLEAN, "c": _file(30.0, 0, ["k1,1,9"])}, 1),  # state reset: 9 is k1's 2nd value
+    ({**CLEAN, "c": _file(30.0, 0, ["k0,3,8"])}, 1),  # counted twice
+    ({"a": _file(10.0, 0, ["k0,1,0", "k0,2,8"]) + "k0,9,1"}, 0),  # torn last line ignored
+    ({"a": _file(16.0, 0, ["k5,1,5", "k5,1,21"])}, 0),  # each bucket counts on its own
+], ids=["replay", "reset", "double-count", "torn-line", "buckets"])
+def test_keyed_output_judgement(files: dict, bad: int) -> None:
     out = parse(files)
-    assert (not consistency_problems(out)) is consistent, consistency_problems(out)
-    assert bool(reset_problems(out, since=15.0)) is resets_since_15, reset_problems(out, 15.0)
+    assert out.bad_lines == bad, count_problems(out)
+    assert bool(count_problems(out)) is bool(bad)
+
+
+def test_keyed_output_counts_per_key() -> None:
+    out = parse(CLEAN)
+    assert out.counts == {"k0": 2 + 2, "k1": 2}
+    assert out.records == 7
+    assert expected_count(2**40 + 17, keys=8, shift=40) == 3
 
 
 def test_pod_phase_table_refuses_illegal_moves(tmp_path) -> None:

@@ -4,20 +4,20 @@ Usage: ``reactive_count.py OUT_DIR [RATE] [KEYS] [WORK]``
 
 A ``NumberSequenceSource`` (unbounded for practical purposes) is throttled in
 Python to about RATE records a second per source subtask, keyed by
-``value % KEYS``, and counted per key in ``ValueState``. The job sets no
-parallelism: in reactive mode it runs on every slot there is. WORK (default 0)
-adds that many rounds of CPU work per record, for load tests.
+``value % KEYS``, and counted in keyed state. The job sets no parallelism: in
+reactive mode it runs on every slot there is. WORK (default 0) adds that many
+rounds of CPU work per record, for load tests.
 
-Output, designed so that a test can tell a replay from a reset, per key: each
-subtask attempt appends to its own file ``OUT_DIR/counts-<pid>-<subtask>-<attempt>.csv``
-a header ``#open,<unix time>,<pid>,<subtask>,<parallelism>,<attempt>`` and then
-``key,count,value`` for every record. With exactly-once state:
-
-- per key, the largest count ever written equals the number of distinct values
-  written for it (a replay writes the same values again; a lost or reset state
-  writes a count below it);
-- a key first seen by an attempt that started from a checkpoint continues from
-  the checkpointed count (greater than 1), never from 1.
+Output, designed so that every line can be checked on its own: each subtask
+attempt appends to its own file ``OUT_DIR/counts-<pid>-<subtask>-<attempt>.csv``
+a header ``#open,<unix time>,<pid>,<subtask>,<parallelism>,<attempt>,<keys>,<shift>``
+and then ``key,count,value`` for every record, where ``count`` is the key's
+count within the value's *bucket* (``value >> shift``, kept in ``MapState``).
+A bucket lies inside one source split, whose reader emits values in order, so
+the key's values reach the counter in order within a bucket, across rescales
+and restores; with exactly-once state the count of value ``v`` is therefore
+always ``(v - bucket start) // KEYS + 1``. A replay writes the same pairs
+again; a lost or reset state writes a smaller count, a double count a larger.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.functions import KeyedProcessFunction, MapFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
-END = 2**62  # effectively unbounded: the test or benchmark cancels the job
+END = 2**62 - 1  # effectively unbounded; 2**62 values split evenly for any 2**n splits
+SHIFT = 40  # buckets of 2**40 values: each inside one split for up to 2**22 splits
 
 
 class Throttle(MapFunction):
@@ -51,22 +52,26 @@ class Throttle(MapFunction):
 
 
 class Count(KeyedProcessFunction):
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, keys: int) -> None:
         self.out_dir = out_dir
+        self.keys = keys
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
+        self.counts = runtime_context.get_map_state(
+            MapStateDescriptor("counts", Types.LONG(), Types.LONG()))
         subtask = runtime_context.get_index_of_this_subtask()
         attempt = runtime_context.get_attempt_number()
         parallelism = runtime_context.get_number_of_parallel_subtasks()
         pid = os.getpid()
         name = f"counts-{pid}-{subtask}-{attempt}.csv"
         self.out = open(os.path.join(self.out_dir, name), "a", buffering=1)
-        self.out.write(f"#open,{time.time():.3f},{pid},{subtask},{parallelism},{attempt}\n")
+        self.out.write(f"#open,{time.time():.3f},{pid},{subtask},{parallelism},{attempt},"
+                       f"{self.keys},{SHIFT}\n")
 
     def process_element(self, value, ctx):
-        count = (self.count.value() or 0) + 1
-        self.count.update(count)
+        bucket = value[1] >> SHIFT
+        count = (self.counts.get(bucket) or 0) + 1
+        self.counts.put(bucket, count)
         self.out.write(f"{value[0]},{count},{value[1]}\n")
         yield value[0], count
 
@@ -91,7 +96,7 @@ def main() -> None:
     (env.from_source(NumberSequenceSource(0, END), WatermarkStrategy.no_watermarks(), "numbers")
         .map(Throttle(rate, keys, work), output_type=pairs)
         .key_by(lambda r: r[0], key_type=Types.STRING())
-        .process(Count(out_dir), output_type=pairs)
+        .process(Count(out_dir, keys), output_type=pairs)
         .filter(lambda r: r[1] < 0))  # keeps nothing: the files are the output
     env.execute("harness-pool reactive count")
 
