@@ -48,7 +48,7 @@ def _removal(policy: str, i: int) -> Removal:
 
 def _contexts(cluster: ReactiveCluster, limit: int = 6) -> list[str]:
     """A few log excerpts around hazard lines (for the JSON)."""
-    found = []
+    found: list[str] = []
     for pod in cluster.pods.values():
         for path in pod.log_dir.glob("*"):
             if not path.is_file():

@@ -87,7 +87,7 @@ def _rescale_details(cluster: ReactiveCluster, since_ms: int) -> list[Any]:
 
 def _subtask_times(cluster: ReactiveCluster) -> list[dict[str, int]]:
     job = cluster.job_id()
-    out = []
+    out: list[dict[str, int]] = []
     for vertex in cluster.get(f"/jobs/{job}").get("vertices", []):
         times = cluster.get(f"/jobs/{job}/vertices/{vertex['id']}/subtasktimes")
         out.extend(s.get("timestamps", {}) for s in times.get("subtasks", []))
@@ -105,9 +105,12 @@ def fill_from_flink(cluster: ReactiveCluster, step: Step) -> None:
         step.rescale_end_s = None if end is None else end / 1000 - step.t0
         for rescale in rescales:
             for phase in rescale.phases:
-                if phase.seconds is not None:
+                # The last span (Executing) stays open after the rescale: count each span
+                # only up to the rescale's end.
+                limits = [x for x in (phase.end_ms, rescale.end_ms) if x is not None]
+                if limits and min(limits) > phase.start_ms:
                     step.phases_s[phase.state] = step.phases_s.get(phase.state, 0.0) + \
-                        phase.seconds
+                        (min(limits) - phase.start_ms) / 1000
     stamps = [s for s in _subtask_times(cluster) if s.get("RUNNING", 0) >= since_ms]
     if stamps:
         step.running_s = max(s["RUNNING"] for s in stamps) / 1000 - step.t0
