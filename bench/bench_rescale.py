@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.rescale_rounds import Step, as_json, scale_down, scale_up, summarize
+from bench.rescale_rounds import as_json, run_rounds, summarize
 from harness_pool.flink.pod import PythonWorkers, Removal
 from harness_pool.flink.reactive import ReactiveCluster, ReactiveSettings
 
@@ -52,27 +52,25 @@ SLOTS = 2
 MODES = (PythonWorkers.POOL, PythonWorkers.POOL_PYFLINK_BOOT, PythonWorkers.PROCESS)
 
 
-def run_mode(mode: PythonWorkers, rounds: int, workdir: Path) -> dict[str, Any]:
+def run_mode(mode: PythonWorkers, rounds: int, workdir: Path,
+             keep_logs: Path | None) -> dict[str, Any]:
     cluster = ReactiveCluster(workdir, ReactiveSettings(
         job=JOB, job_args=(str(workdir / "out"), "20", "8"), python=mode, slots_per_pod=SLOTS))
-    ups: list[Step] = []
-    downs: list[Step] = []
     t0 = time.monotonic()
     try:
         cluster.start(pods=1)
         first_start = time.monotonic() - t0
-        for i in range(rounds):
-            time.sleep(3)  # a few checkpoints at the current scale before the next change
-            pod, up = scale_up(cluster, SLOTS)
-            ups.append(up)
-            time.sleep(3)
-            downs.append(scale_down(cluster, pod, Removal.SIGTERM, SLOTS))
-            print(f"{mode.value} round {i + 1}/{rounds}: up {up.running_s or float('nan'):.1f}s"
-                  f" (registered {up.registered_s or float('nan'):.1f}s), down "
-                  f"{downs[-1].running_s or float('nan'):.1f}s", file=sys.stderr)
+        # a few checkpoints at the current scale before each change
+        seen = run_rounds(cluster, rounds, SLOTS, lambda _: Removal.SIGTERM, mode.value,
+                          pause=3.0)
     finally:
         cluster.stop()
+        if keep_logs is not None:
+            cluster.collect_logs(keep_logs / mode.value)
+    ups = [s for s in seen.steps if s.direction == "up"]
+    downs = [s for s in seen.steps if s.direction == "down"]
     return {"mode": mode.value, "cluster_start_s": first_start,
+            "taskmanager_deaths": seen.taskmanager_deaths,
             "up": summarize(ups), "down": summarize(downs),
             "up_steps": as_json(ups), "down_steps": as_json(downs)}
 
@@ -124,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default=",".join(m.value for m in MODES))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep-logs", type=Path, default=None,
+                        help="copy every log folder here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     results = []
     for name in args.modes.split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"hp-rescale-{name}-"))
         try:
-            results.append(run_mode(PythonWorkers(name), args.rounds, workdir))
+            results.append(run_mode(PythonWorkers(name), args.rounds, workdir,
+                                    args.keep_logs))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n{'mode':<18} {'up total':>9} {'registered':>10} {'rescale':>8} "

@@ -25,13 +25,12 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.rescale_rounds import HAZARD, Step, failover_count, hazard_count, scale_down, scale_up
+from bench.rescale_rounds import HAZARD, run_rounds
 from harness_pool.flink.keyed_output import count_problems, read_folder
-from harness_pool.flink.pod import PodPhase, PythonWorkers, Removal
+from harness_pool.flink.pod import PythonWorkers, Removal
 from harness_pool.flink.reactive import ReactiveCluster, ReactiveSettings
 
 HERE = Path(__file__).resolve().parent
@@ -61,52 +60,15 @@ def _contexts(cluster: ReactiveCluster, limit: int = 6) -> list[str]:
     return found
 
 
-def _dead_pods(cluster: ReactiveCluster) -> list[str]:
-    return [p.name for p in cluster.pods.values() if p.phase is PodPhase.RUNNING
-            and p.taskmanager is not None and not p.taskmanager.alive()]
-
-
 def run_mode(mode: PythonWorkers, rounds: int, removal: str, workdir: Path,
              keep_logs: Path | None) -> dict[str, Any]:
     cluster = ReactiveCluster(workdir, ReactiveSettings(
         job=JOB, job_args=(str(workdir / "out"), "20", "8"), python=mode,
         slots_per_pod=SLOTS))
-    steps: list[Step] = []
-    tm_deaths: list[str] = []
     try:
         cluster.start(pods=1)
-        hazards, failovers = hazard_count(cluster), failover_count(cluster)
-        for i in range(rounds):
-            pod = None
-            for direction in ("up", "down"):
-                if direction == "down" and pod is None:
-                    break  # the pod never joined: nothing to take away
-                try:
-                    if direction == "up":
-                        pod, step = scale_up(cluster, SLOTS)
-                    else:
-                        assert pod is not None
-                        step = scale_down(cluster, pod, _removal(removal, i), SLOTS)
-                except Exception as exc:  # recorded; the run goes on from a known state
-                    step = Step(direction, "", time.time(), error=f"{type(exc).__name__}: {exc}")
-                dead = _dead_pods(cluster)
-                for name in dead:  # a TaskManager that died on its own: replace its pod
-                    tm_deaths.append(f"round {i} {direction}: {name}")
-                    cluster.pods[name].stop()
-                    cluster.add_pod()
-                now_h, now_f = hazard_count(cluster), failover_count(cluster)
-                step.hazard_hits, step.failovers = now_h - hazards, now_f - failovers
-                hazards, failovers = now_h, now_f
-                steps.append(step)
-                print(f"{mode.value} round {i + 1}/{rounds} {direction} {step.how}: "
-                      f"running after {step.seen_running_s or float('nan'):.1f}s, "
-                      f"hazard +{step.hazard_hits}, failovers +{step.failovers}"
-                      f"{', ERROR ' + step.error if step.error else ''}", file=sys.stderr)
-                if step.error:
-                    for extra in cluster.live_pods()[1:]:
-                        extra.stop()
-                    cluster.wait_parallelism(SLOTS)
-                    break
+        seen = run_rounds(cluster, rounds, SLOTS, lambda i: _removal(removal, i), mode.value)
+        steps, tm_deaths = seen.steps, seen.taskmanager_deaths
         counts = count_problems(read_folder(workdir / "out"))
         contexts = _contexts(cluster)
     finally:

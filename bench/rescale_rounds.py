@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness_pool.flink.jobview import rescale_history
-from harness_pool.flink.pod import Pod, Removal
+from harness_pool.flink.pod import Pod, PodPhase, Removal
 from harness_pool.flink.reactive import ReactiveCluster
 
 HAZARD = "Reference count must not be negative"
@@ -157,6 +159,64 @@ def scale_down(cluster: ReactiveCluster, pod: Pod, how: Removal, slots: int) -> 
     fill_from_flink(cluster, step)
     step.python_ready_s = python_ready(cluster.live_pods(), step.t0)
     return step
+
+
+@dataclasses.dataclass
+class Rounds:
+    """What ``run_rounds`` saw: every step, and the TaskManagers that died on their own."""
+
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    taskmanager_deaths: list[str] = dataclasses.field(default_factory=list)
+
+
+def dead_pods(cluster: ReactiveCluster) -> list[str]:
+    return [p.name for p in cluster.pods.values() if p.phase is PodPhase.RUNNING
+            and p.taskmanager is not None and not p.taskmanager.alive()]
+
+
+def run_rounds(cluster: ReactiveCluster, rounds: int, slots: int,
+               removal: Callable[[int], Removal], label: str, pause: float = 0.0) -> Rounds:
+    """``rounds`` times: a pod joins, then leaves by ``removal(round)``.
+
+    After each step it counts new hazard lines and failovers, replaces the pod of a
+    TaskManager that died on its own (so the run goes on), and after an error goes
+    back to one pod at ``slots`` before the next round. Never raises for one step.
+    """
+    seen = Rounds()
+    hazards, failovers = hazard_count(cluster), failover_count(cluster)
+    for i in range(rounds):
+        pod: Pod | None = None
+        for direction in ("up", "down"):
+            if direction == "down" and pod is None:
+                break  # the pod never joined: nothing to take away
+            time.sleep(pause)
+            try:
+                if direction == "up":
+                    pod, step = scale_up(cluster, slots)
+                else:
+                    assert pod is not None
+                    step = scale_down(cluster, pod, removal(i), slots)
+            except Exception as exc:  # recorded; the run goes on from a known state
+                step = Step(direction, "", time.time(), error=f"{type(exc).__name__}: {exc}")
+            for name in dead_pods(cluster):
+                seen.taskmanager_deaths.append(f"round {i + 1} {direction}: {name}")
+                cluster.pods[name].stop()
+                cluster.add_pod()
+            now_h, now_f = hazard_count(cluster), failover_count(cluster)
+            step.hazard_hits, step.failovers = now_h - hazards, now_f - failovers
+            hazards, failovers = now_h, now_f
+            seen.steps.append(step)
+            nan = float("nan")
+            print(f"{label} round {i + 1}/{rounds} {direction} {step.how}: running after "
+                  f"{step.running_s or nan:.1f}s (seen {step.seen_running_s or nan:.1f}s), "
+                  f"hazard +{step.hazard_hits}, failovers +{step.failovers}"
+                  f"{', ERROR ' + step.error if step.error else ''}", file=sys.stderr)
+            if step.error:
+                for extra in cluster.live_pods()[1:]:
+                    extra.stop()
+                cluster.wait_parallelism(slots)
+                break
+    return seen
 
 
 def median(values: list[float | None]) -> float | None:
