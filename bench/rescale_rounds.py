@@ -184,6 +184,7 @@ def run_rounds(cluster: ReactiveCluster, rounds: int, slots: int,
     """
     seen = Rounds()
     hazards, failovers = hazard_count(cluster), failover_count(cluster)
+    incidents = len(cluster.incidents)
     for i in range(rounds):
         pod: Pod | None = None
         for direction in ("up", "down"):
@@ -198,8 +199,12 @@ def run_rounds(cluster: ReactiveCluster, rounds: int, slots: int,
                     step = scale_down(cluster, pod, removal(i), slots)
             except Exception as exc:  # recorded; the run goes on from a known state
                 step = Step(direction, "", time.time(), error=f"{type(exc).__name__}: {exc}")
-            for name in dead_pods(cluster):
-                seen.taskmanager_deaths.append(f"round {i + 1} {direction}: {name}")
+            # TaskManagers the cluster restarted in place while it waited for a scale ...
+            seen.taskmanager_deaths += [f"round {i + 1} {direction}: {text}"
+                                        for text in cluster.incidents[incidents:]]
+            incidents = len(cluster.incidents)
+            for name in dead_pods(cluster):  # ... and any that died after: replace the pod
+                seen.taskmanager_deaths.append(f"round {i + 1} {direction}: {name} died")
                 cluster.pods[name].stop()
                 cluster.add_pod()
             now_h, now_f = hazard_count(cluster), failover_count(cluster)

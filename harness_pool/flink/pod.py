@@ -70,7 +70,10 @@ _LEGAL: dict[PodPhase, frozenset[PodPhase]] = {
     PodPhase.NEW: frozenset({PodPhase.STARTING, PodPhase.STOPPED}),
     PodPhase.STARTING: frozenset({PodPhase.RUNNING, PodPhase.TASKMANAGER_GONE,
                                   PodPhase.STOPPED}),
-    PodPhase.RUNNING: frozenset({PodPhase.TASKMANAGER_GONE, PodPhase.STOPPED}),
+    # RUNNING -> STARTING: a TaskManager that died on its own is restarted in place,
+    # as a Deployment's pod (restartPolicy: Always) restarts its container.
+    PodPhase.RUNNING: frozenset({PodPhase.STARTING, PodPhase.TASKMANAGER_GONE,
+                                 PodPhase.STOPPED}),
     PodPhase.TASKMANAGER_GONE: frozenset({PodPhase.STOPPED}),
     PodPhase.STOPPED: frozenset(),
 }
@@ -103,6 +106,9 @@ class Pod:
         self.registered_wall = 0.0  # time.time() when the JobManager was seen listing it
         self.taskmanager_exit: int | None = None
         self.sidecar_exit: int | None = None
+        self.restarts: list[int | None] = []  # exit codes of TaskManagers that died on their own
+        self._tm_argv: list[str] = []
+        self._tm_env: dict[str, str] = {}
 
     @property
     def sidecar_address(self) -> str:
@@ -155,10 +161,34 @@ class Pod:
                       FLINK_PID_DIR=str(self.pid_dir))
         if self.sidecar is not None:
             tm_env["PYTHON_LOOPBACK_SERVER_ADDRESS"] = self.sidecar_address
+        self._tm_argv, self._tm_env = [str(script), "start-foreground"], tm_env
+        self._spawn_taskmanager()
+
+    def _spawn_taskmanager(self) -> None:
         self.taskmanager_started_wall = time.time()
-        self.taskmanager = ChildProcess(f"pod {self.name} taskmanager",
-                                        [str(script), "start-foreground"], tm_env,
-                                        self.log_dir / "taskmanager.stdout", self.workdir)
+        self.taskmanager = ChildProcess(f"pod {self.name} taskmanager", self._tm_argv,
+                                        self._tm_env, self.log_dir / "taskmanager.stdout",
+                                        self.workdir)
+
+    def taskmanager_died(self) -> bool:
+        """The TaskManager of a running pod exited without being asked to."""
+        return (self.phase is PodPhase.RUNNING and self.taskmanager is not None
+                and not self.taskmanager.alive())
+
+    def restart_taskmanager(self) -> int | None:
+        """Reaps the TaskManager that died on its own and starts it again beside the same
+        sidecar (the pod's restartPolicy: Always); returns the dead one's exit code."""
+        assert self.taskmanager is not None
+        code = self.taskmanager.stop(grace=0.0)
+        self.restarts.append(code)
+        self._move(PodPhase.STARTING)
+        self._spawn_taskmanager()
+        return code
+
+    def log_mentions(self, text: str) -> bool:
+        """Whether any of the pod's log files contains ``text``."""
+        return any(text in path.read_text(errors="replace")
+                   for path in self.log_dir.glob("*") if path.is_file())
 
     def registered(self) -> None:
         self.registered_wall = time.time()

@@ -55,6 +55,10 @@ from harness_pool.flink.pod import Pod, PodPhase, PythonWorkers, Removal
 
 log = logging.getLogger(__name__)
 
+#: What flink-python 2.3 logs when a rescale's task cancellation races with the close of
+#: a slot's shared Python resources (docs/reactive.md); it can kill the TaskManager.
+REFCOUNT_RACE = "Reference count must not be negative"
+
 # Flink 2.3's adaptive-scheduler timeline logs whole rescale objects at INFO and WARN
 # on every state change; its REST endpoints (/jobs/:id/rescales/...) carry the same.
 _QUIET_TIMELINE = """
@@ -109,6 +113,12 @@ class ReactiveSettings:
     start_timeout: float = 180.0
     """Bound on each wait: a JobManager or TaskManager coming up, a job reaching a scale."""
 
+    restart_taskmanagers: bool = True
+    """A TaskManager that dies on its own is restarted in place while the cluster waits
+    for a scale, as a Deployment's pod restarts its container (restartPolicy: Always).
+    Flink 2.3's flink-python can kill a TaskManager at a rescale (docs/reactive.md: the
+    refcount race); each restart is recorded in ``ReactiveCluster.incidents``."""
+
     conf: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Extra Flink configuration, applied last."""
 
@@ -146,6 +156,7 @@ class ReactiveCluster:
         self.pods: dict[str, Pod] = {}
         self._seq = 0
         self._job_id = ""
+        self.incidents: list[str] = []  # TaskManagers that died on their own, and why
 
     # -- public face -----------------------------------------------------------
 
@@ -276,6 +287,7 @@ class ReactiveCluster:
         last: JobScale | None = None
         while time.monotonic() < deadline:
             self._check_jobmanager()
+            self._restart_dead_taskmanagers(deadline)
             last = self.scale()
             if last.at(parallelism):
                 log.info("job at parallelism %d: %s", parallelism, last.describe())
@@ -286,6 +298,23 @@ class ReactiveCluster:
             time.sleep(0.2)
         raise TemporaryError(f"job not at parallelism {parallelism} after {timeout:.0f} s: "
                              f"{last.describe() if last else 'no answer'}")
+
+    def _restart_dead_taskmanagers(self, deadline: float) -> None:
+        for pod in self.live_pods():
+            if not pod.taskmanager_died():
+                continue
+            race = pod.log_mentions(REFCOUNT_RACE)
+            incident = (f"pod {pod.name}: TaskManager exited with "
+                        f"{pod.taskmanager.returncode if pod.taskmanager else None} on its own"
+                        + ("; its log shows flink-python's refcount race at a rescale "
+                           f"({REFCOUNT_RACE!r}, docs/reactive.md)" if race else ""))
+            if not self.settings.restart_taskmanagers:
+                raise PermanentError(incident)
+            log.warning("%s; restarting it beside the same sidecar", incident)
+            self.incidents.append(incident)
+            pod.restart_taskmanager()
+            self._wait_registered(pod, deadline)
+            pod.registered()
 
     def get(self, path: str) -> dict[str, Any]:
         try:

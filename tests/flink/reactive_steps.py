@@ -7,6 +7,7 @@ parallelism 2 and must leave it so (``back_to_one_pod``), even when it fails.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from harness_pool.flink.keyed_output import (
     read_folder,
 )
 from harness_pool.flink.pod import Pod, PodPhase
-from harness_pool.flink.reactive import ReactiveCluster
+from harness_pool.flink.reactive import REFCOUNT_RACE, ReactiveCluster
 from harness_pool.sidecar.cli import fetch_status, status_dict
 from tests.flink_fixtures import REACTIVE_KEYS
 
@@ -79,3 +80,14 @@ def back_to_one_pod(cluster: ReactiveCluster) -> None:
             pod.stop()
     assert first.phase is PodPhase.RUNNING, f"the first pod is {first.phase.value}"
     cluster.wait_parallelism(SLOTS)
+    check_incidents(cluster)
+
+
+def check_incidents(cluster: ReactiveCluster) -> None:
+    """A TaskManager may die on its own only of flink-python's refcount race at a rescale
+    (restarted in place, as Kubernetes would; docs/reactive.md); any other death fails."""
+    other = [i for i in cluster.incidents if REFCOUNT_RACE not in i]
+    assert not other, f"TaskManagers died on their own: {other}"
+    if cluster.incidents:
+        warnings.warn(f"restarted after flink-python's refcount race: {cluster.incidents}",
+                      stacklevel=2)

@@ -94,6 +94,7 @@ def test_pod_phase_table_refuses_illegal_moves(tmp_path) -> None:
     pod = Pod("pod-9", tmp_path, 2, PythonWorkers.PROCESS)
     with pytest.raises(IllegalTransition, match="pod pod-9: cannot go from new to running"):
         pod.registered()
+    assert not pod.taskmanager_died()
     pod.stop()  # nothing started: stops cleanly
     assert pod.phase is PodPhase.STOPPED and pod.survivors() == []
 
@@ -128,3 +129,25 @@ def test_reactive_commands(line: str, expected: Command | None) -> None:
 def test_reactive_commands_refused_with_a_reason(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_command(line)
+
+
+def test_a_taskmanager_that_dies_on_its_own_is_restarted_in_place(tmp_path) -> None:
+    """Real (tiny) processes stand in for the TaskManager script: it dies, it restarts."""
+    script = tmp_path / "taskmanager.sh"
+    script.write_text("#!/bin/sh\necho \"run $1\" >> \"$FLINK_LOG_DIR/runs.log\"\n"
+                      "echo 'Reference count must not be negative.'\nexit 3\n")
+    script.chmod(0o755)
+    pod = Pod("pod-7", tmp_path / "pod", 1, PythonWorkers.PROCESS)
+    conf_template = tmp_path / "conf"
+    conf_template.mkdir()
+    pod.start_sidecar({}, ready_timeout=1)  # process mode: folders only
+    pod.start_taskmanager(script, {"PATH": "/usr/bin:/bin"}, {}, conf_template)
+    pod.registered()
+    assert pod.taskmanager is not None and pod.taskmanager.wait(10) == 3
+    assert pod.taskmanager_died() and pod.log_mentions("Reference count must not be negative")
+    assert pod.restart_taskmanager() == 3
+    assert pod.phase is PodPhase.STARTING and pod.restarts == [3]
+    assert pod.taskmanager.wait(10) == 3
+    assert (pod.log_dir / "runs.log").read_text().splitlines() == ["run start-foreground"] * 2
+    pod.stop()
+    assert pod.phase is PodPhase.STOPPED and pod.survivors() == []
