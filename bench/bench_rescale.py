@@ -102,14 +102,17 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = ["tab:blue", "tab:orange", "tab:red", "tab:green"]
+    colors = {"TaskManager start + registration": "tab:blue",
+              "waiting for the scheduler": "tab:orange",
+              "rescale (restart, new graph)": "tab:red",
+              "deploy, restore, Python start": "tab:green"}
     for ax, direction in zip(axes, ("up", "down"), strict=True):
         names = [r["mode"] for r in results]
         bottoms = [0.0] * len(results)
         labels = list(dict.fromkeys(k for r in results for k in breakdown(r, direction)))
-        for color, label in zip(colors, labels, strict=False):
+        for label in labels:
             values = [breakdown(r, direction).get(label, 0.0) for r in results]
-            ax.bar(names, values, bottom=bottoms, label=label, color=color)
+            ax.bar(names, values, bottom=bottoms, label=label, color=colors[label])
             bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
         ax.set_title(f"rescale {direction}: seconds to RUNNING at the new scale (median)")
         ax.legend(fontsize=8)
@@ -124,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-logs", type=Path, default=None,
                         help="copy every log folder here")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw rescale.png from the rescale.json in --out")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads((args.out / "rescale.json").read_text())["results"],
+             args.out / "rescale.png")
+        return 0
     logging.basicConfig(level=logging.WARNING)
     results = []
     for name in args.modes.split(","):

@@ -107,12 +107,13 @@ def fill_from_flink(cluster: ReactiveCluster, step: Step) -> None:
         step.rescale_end_s = None if end is None else end / 1000 - step.t0
         for rescale in rescales:
             for phase in rescale.phases:
-                # The last span (Executing) stays open after the rescale: count each span
-                # only up to the rescale's end.
+                # The first span (Executing) began long before the rescale and the last
+                # one stays open after it: count each span only within the rescale.
                 limits = [x for x in (phase.end_ms, rescale.end_ms) if x is not None]
-                if limits and min(limits) > phase.start_ms:
+                start = max(phase.start_ms, rescale.start_ms)
+                if limits and min(limits) > start:
                     step.phases_s[phase.state] = step.phases_s.get(phase.state, 0.0) + \
-                        (min(limits) - phase.start_ms) / 1000
+                        (min(limits) - start) / 1000
     stamps = [s for s in _subtask_times(cluster) if s.get("RUNNING", 0) >= since_ms]
     if stamps:
         step.running_s = max(s["RUNNING"] for s in stamps) / 1000 - step.t0
