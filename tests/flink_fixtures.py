@@ -5,6 +5,10 @@ process-mode Python. It starts the first time a test asks for it and stops at
 the end of the session; when any test failed, its logs are copied to
 ``.test-artifacts/flink-cluster-<time>/``. Tests that use it should cancel
 their jobs (``cluster.cancel_all()``) so the next test finds free slots.
+
+``reactive_cluster`` (session scope, issue 13): an application cluster in
+reactive mode running ``reactive_count.py`` on one pod (a TaskManager and its
+own sidecar); tests add and remove pods and leave it with one.
 """
 
 from __future__ import annotations
