@@ -9,7 +9,8 @@ Invariants:
   ``FLINK_CONF_DIR`` (a copy of ``pyflink/conf`` with our ``config.yaml``), a
   private ``FLINK_LIB_DIR`` (symlinks to ``pyflink/lib`` plus
   ``flink-python``, so PyFlink jobs submitted over REST find the Python
-  driver), ``FLINK_LOG_DIR``, checkpoints and savepoints.
+  driver), ``FLINK_LOG_DIR``, ``FLINK_PID_DIR`` (never Flink's shared default
+  ``/tmp``), checkpoints and savepoints.
 - Ports (REST, RPC, blob, TaskManager RPC and data) are chosen free at
   ``start()``; two clusters on one machine do not collide.
 - Each JVM is started with ``*-start-foreground`` in its own session, so the
@@ -24,11 +25,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,35 +35,24 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
-import yaml
 
 from harness_pool._errors import PermanentError, TemporaryError
+from harness_pool.flink.distribution import (
+    ChildProcess,
+    copy_conf_dir,
+    default_config,
+    flink_env,
+    free_port,
+    link_lib_dir,
+    pyflink_home,
+    write_config,
+)
+
+__all__ = ["LocalFlinkCluster", "free_port", "pyflink_home"]
 
 log = logging.getLogger(__name__)
 
 _JOB_ID_RE = re.compile(r"JobID ([0-9a-f]{32})")
-
-
-def pyflink_home() -> Path:
-    """The Flink distribution inside the installed ``apache-flink`` package."""
-    import pyflink
-
-    return Path(pyflink.__file__).resolve().parent
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _flatten(prefix: str, value: object, out: dict[str, object]) -> None:
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
-    else:
-        out[prefix] = value
 
 
 class LocalFlinkCluster:
@@ -92,11 +79,11 @@ class LocalFlinkCluster:
         self.conf_dir = self.workdir / "conf"
         self.lib_dir = self.workdir / "lib"
         self.log_dir = self.workdir / "log"
+        self.pid_dir = self.workdir / "pid"
         self.savepoint_dir = self.workdir / "savepoints"
         self.checkpoint_dir = self.workdir / "checkpoints"
         self.rest_port = 0
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._outputs: list[object] = []
+        self._procs: dict[str, ChildProcess] = {}
         self.start_seconds: float | None = None
 
     # -- public face ---------------------------------------------------------
@@ -144,36 +131,15 @@ class LocalFlinkCluster:
     def stop(self, grace: float = 15.0) -> None:
         """Stop every JVM this object started (and its process group), by pid."""
         for proc in list(self._procs.values()):
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
+            proc.send(signal.SIGTERM)  # SIGTERM to all first, so they shut down side by side
         deadline = time.monotonic() + grace
         for name, proc in list(self._procs.items()):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", name, proc.pid)
-                self._signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=10)
-            # Python workers of the group may outlive the JVM: end the group too.
-            self._signal_group(proc, signal.SIGKILL)
-            log.info("%s (pid %d) exited with %s", name, proc.pid, proc.returncode)
+            proc.stop(max(0.1, deadline - time.monotonic()))
             del self._procs[name]
-        for handle in self._outputs:
-            handle.close()  # type: ignore[attr-defined]
-        self._outputs.clear()
 
     def client_env(self) -> dict[str, str]:
         """Environment for the ``flink`` CLI talking to this cluster."""
-        env = dict(os.environ)
-        env.update(
-            FLINK_HOME=str(self.home),
-            FLINK_CONF_DIR=str(self.conf_dir),
-            FLINK_LIB_DIR=str(self.lib_dir),
-            FLINK_LOG_DIR=str(self.log_dir),
-            PYFLINK_CLIENT_EXECUTABLE=sys.executable,
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        )
-        return env
+        return flink_env(self.home, self.conf_dir, self.lib_dir, self.log_dir, self.pid_dir)
 
     def run_python_job(
         self,
@@ -232,21 +198,11 @@ class LocalFlinkCluster:
     # -- internals ---------------------------------------------------------
 
     def _prepare(self) -> None:
-        for directory in (self.log_dir, self.savepoint_dir, self.checkpoint_dir):
+        for directory in (self.log_dir, self.pid_dir, self.savepoint_dir, self.checkpoint_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        if self.conf_dir.exists():
-            shutil.rmtree(self.conf_dir)
-        shutil.copytree(self.home / "conf", self.conf_dir)
-        if self.lib_dir.exists():
-            shutil.rmtree(self.lib_dir)
-        self.lib_dir.mkdir()
-        for jar in (self.home / "lib").glob("*.jar"):
-            (self.lib_dir / jar.name).symlink_to(jar)
-        for jar in (self.home / "opt").glob("flink-python*.jar"):
-            (self.lib_dir / jar.name).symlink_to(jar)
-        base = yaml.safe_load((self.home / "conf" / "config.yaml").read_text()) or {}
-        flat: dict[str, object] = {}
-        _flatten("", base, flat)
+        copy_conf_dir(self.home, self.conf_dir)
+        link_lib_dir(self.home, self.lib_dir)
+        flat = default_config(self.home)
         self.rest_port = free_port()
         flat.update(
             {
@@ -271,33 +227,26 @@ class LocalFlinkCluster:
                 "execution.checkpointing.dir": self.checkpoint_dir.as_uri(),
                 "web.upload.dir": str(self.workdir / "uploads"),
                 "io.tmp.dirs": str(self.workdir / "tmp"),
+                "env.pid.dir": str(self.pid_dir),
             }
         )
         (self.workdir / "uploads").mkdir(exist_ok=True)
         (self.workdir / "tmp").mkdir(exist_ok=True)
         flat.update(self.conf)
-        lines = [f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip()}"
-                 .replace("\n...", "") for key, value in flat.items()]
-        (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
+        write_config(self.conf_dir, flat)
 
     def _spawn(self, name: str, script: str) -> None:
         env = self.client_env()
         env.update(self.env)
-        out = open(self.log_dir / f"{name}.stdout", "ab")
-        self._outputs.append(out)
-        proc = subprocess.Popen(
-            [str(self.home / "bin" / script), "start-foreground"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.workdir,
-        )
-        self._procs[name] = proc
-        log.info("started Flink %s (pid %d)", name, proc.pid)
+        self._procs[name] = ChildProcess(
+            f"Flink {name}", [str(self.home / "bin" / script), "start-foreground"], env,
+            self.log_dir / f"{name}.stdout", self.workdir)
 
     def _wait_ready(self, deadline: float) -> None:
         last = "no answer yet"
         while time.monotonic() < deadline:
             for name, proc in self._procs.items():
-                if proc.poll() is not None:
+                if not proc.alive():
                     raise PermanentError(
                         f"Flink {name} exited with {proc.returncode} during start; "
                         f"see {self.log_dir}"
@@ -315,10 +264,3 @@ class LocalFlinkCluster:
             f"local Flink cluster not ready after {self.start_timeout:.0f} s ({last}); "
             f"see {self.log_dir}"
         )
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)  # the group we created with start_new_session
-        except (ProcessLookupError, PermissionError):
-            pass

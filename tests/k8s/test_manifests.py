@@ -20,14 +20,11 @@ import pytest
 import yaml
 
 from harness_pool.cli import build_parser
-from harness_pool.pool.core import WorkerState
 from harness_pool.scheduler.config import parse_cycle
 from harness_pool.sidecar.admin_service import LIVENESS_SERVICE, READINESS_SERVICES
 from harness_pool.sidecar.cli import settings_from_args
-from harness_pool.sidecar.metrics import SidecarMetrics
 from tests.k8s import crds
 from tests.k8s.manifests import (
-    ADAPTER_VALUES,
     FIXED_TEMPLATE,
     FLINK_MAIN,
     K8S,
@@ -383,21 +380,7 @@ def test_monitors_select_what_exposes_metrics() -> None:
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_hpa_metric_comes_from_the_adapter_rule_on_real_sidecar_metrics() -> None:
-    hpa = find(OBJECTS, "HorizontalPodAutoscaler", "streaming-count")
-    target = hpa["spec"]["scaleTargetRef"]
-    find(OBJECTS, target["kind"], target["name"])
-    (metric,) = hpa["spec"]["metrics"]
-    values = yaml.safe_load(ADAPTER_VALUES.read_text())
-    (rule,) = values["rules"]["custom"]
-    assert rule["name"]["as"] == metric["pods"]["metric"]["name"]
-    registered = {m.name for m in SidecarMetrics().registry.collect()}
-    query = rule["metricsQuery"] + rule["seriesQuery"]
-    used = {w for w in query.replace("(", " ").replace("{", " ").split()
-            if w.startswith("harness_pool_")}
-    assert used and used <= registered, used - registered
-    states = {WorkerState.ASSIGNED.value, WorkerState.BUSY.value}
-    assert f'state=~"{"|".join(sorted(states))}"' in rule["metricsQuery"]
+# The HPA and its adapter rules (reactive mode): tests/k8s/test_reactive_manifests.py.
 
 
 def test_example_cycle_backend_exists() -> None:
