@@ -313,9 +313,11 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last})")
 
 
-def _adapter_query() -> tuple[str, str]:
-    """(metric name the HPA asks for, PromQL the adapter sends for pod tm-1)."""
-    (rule,) = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+def _adapter_query(name: str) -> tuple[str, str]:
+    """(metric ``name`` as the HPA asks for it, PromQL the adapter sends for pod tm-1)."""
+    rules = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    (rule,) = [r for r in rules if r["name"]["as"] == name] or [None]
+    assert rule is not None, f"no prometheus-adapter rule serves {name}"
     matchers = ",".join(f'{k}="{v}"' for k, v in LABELS.items())
     query = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers) \
                                 .replace("<<.GroupBy>>", "pod")
@@ -355,7 +357,7 @@ def test_rules_load_and_evaluate_on_live_series(live: dict[str, Any]) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_hpa_query_and_busy_fraction_follow_a_held_stage(live: dict[str, Any]) -> None:
     prom: Prom = live["prom"]
-    name, query = _adapter_query()
+    name, query = _adapter_query("harness_pool_busy_fraction")
     folder = live["tmp"] / "gate"
     folder.mkdir()
     job = BackgroundJob(live["address"], str(folder))
