@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 BOOT_MODULE = "pyflink.fn_execution.beam.beam_boot"
 START_WORKER = "/org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool/StartWorker"
@@ -57,27 +58,40 @@ def encode_start_worker(worker_id: str, provision_endpoint: str,
     return out
 
 
-def decode_error(response: bytes) -> str:
-    """``StartWorkerResponse.error`` (field 1); unknown fields are skipped."""
+def iter_fields(data: bytes) -> Iterator[tuple[int, int, bytes | int]]:
+    """(number, wire type, payload) of each top-level field of a protobuf message:
+    bytes for length-delimited fields, the value for varints. Raises ValueError on
+    anything else or on truncated input."""
     i = 0
-    while i < len(response):
-        key, i = _read_varint(response, i)
+    while i < len(data):
+        key, i = read_varint(data, i)
         number, wire = key >> 3, key & 7
         if wire == 2:
-            length, i = _read_varint(response, i)
-            if number == 1:
-                return response[i:i + length].decode(errors="replace")
+            length, i = read_varint(data, i)
+            if i + length > len(data):
+                raise ValueError("truncated length-delimited field")
+            yield number, wire, data[i:i + length]
             i += length
         elif wire == 0:
-            _, i = _read_varint(response, i)
+            value, i = read_varint(data, i)
+            yield number, wire, value
         else:
-            raise ValueError(f"unexpected wire type {wire} in StartWorkerResponse")
+            raise ValueError(f"unexpected wire type {wire}")
+
+
+def decode_error(response: bytes) -> str:
+    """``StartWorkerResponse.error`` (field 1); unknown fields are skipped."""
+    for number, _wire, payload in iter_fields(response):
+        if number == 1 and isinstance(payload, bytes):
+            return payload.decode(errors="replace")
     return ""
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+def read_varint(data: bytes, i: int) -> tuple[int, int]:
     shift = result = 0
     while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
         byte = data[i]
         i += 1
         result |= (byte & 0x7F) << shift
