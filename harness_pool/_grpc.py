@@ -148,7 +148,10 @@ def server_options(max_message_bytes: int, keepalive_time: float, keepalive_time
         ("grpc.so_reuseport", 0),
         ("grpc.keepalive_time_ms", int(keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(keepalive_timeout * 1000)),
+        # grpc 1.65 times its keepalive pings out with this, not keepalive_timeout_ms
+        ("grpc.http2.ping_timeout_ms", int(keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging a silent stream
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_concurrent_streams", 100),
