@@ -82,8 +82,9 @@ def test_no_zombie_after_200_stages_that_leave_orphans() -> None:
             t.start()
         while done["n"] < STAGES // 2 and any(t.is_alive() for t in threads):
             time.sleep(0.2)
-        zygotes = [p for p in descendants(sidecar.pid)
-                   if b"harness_pool.pool.forkserver" in _cmdline(p)]
+        zygotes = [p for p in descendants(sidecar.pid)  # workers share its argv: pick by parent
+                   if b"harness_pool.pool.forkserver" in _cmdline(p) and _ppid(p) == sidecar.pid]
+        assert len(zygotes) == 1, zygotes
         for z in zygotes:
             os.kill(z, signal.SIGKILL)  # its workers and their orphans go to the sidecar
         for t in threads:
@@ -100,6 +101,15 @@ def test_no_zombie_after_200_stages_that_leave_orphans() -> None:
         code = sidecar.wait(60)
     assert code == 0
     assert not [p for p in seen if pid_alive(p)], "processes left behind after shutdown"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return 0
+    return int(raw[raw.rfind(b")") + 2:].split()[1])
 
 
 def _cmdline(pid: int) -> bytes:
