@@ -169,6 +169,10 @@ class Pool:
             self.core.spawned(pool_id, pid)
 
     def spawn_failed(self, pool_id: PoolId, error: str) -> None:
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            if worker is not None:
+                worker.last_error = clip(f"could not start: {error}")
         self.exited(pool_id, None)
 
     def exited(self, pool_id: PoolId, code: int | None) -> None:
