@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,3 +157,54 @@ def server_options(max_message_bytes: int, keepalive_time: float, keepalive_time
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_concurrent_streams", 100),
     ]
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_H2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _host_port(url: str) -> tuple[str, int] | None:
+    """(host, port) of a plain ``host:port`` / ``[v6]:port`` endpoint; None otherwise."""
+    host, sep, port = url.rpartition(":")
+    if not sep or not port.isdigit() or "/" in url:
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def http2_answers(url: str, timeout: float, active: Callable[[], bool] = lambda: True
+                  ) -> bool:
+    """Whether the server at ``url`` completes an HTTP/2 handshake (sends its SETTINGS)
+    within ``timeout``; stops early, False, once ``active()`` turns False.
+
+    A raw socket, not a gRPC channel: grpc-python reports channel readiness by
+    polling every 0.2 s, which would add that much to every StartWorker.
+    Endpoints that are not ``host:port`` fall back to a gRPC channel.
+    """
+    target = _host_port(url)
+    deadline = time.monotonic() + timeout
+    if target is None:
+        with grpc.insecure_channel(url) as channel:
+            future = grpc.channel_ready_future(channel)
+            while time.monotonic() < deadline and active():
+                try:
+                    future.result(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                    return True
+                except grpc.FutureTimeoutError:
+                    continue
+            future.cancel()
+        return False
+    while time.monotonic() < deadline and active():
+        try:
+            with socket.create_connection(target, timeout=min(1.0, timeout)) as sock:
+                sock.sendall(_H2_PREFACE + _H2_EMPTY_SETTINGS)
+                while time.monotonic() < deadline and active():
+                    sock.settimeout(min(0.25, max(0.001, deadline - time.monotonic())))
+                    try:
+                        head = sock.recv(9)
+                    except socket.timeout:
+                        continue
+                    return len(head) >= 4 and head[3] == 0x4  # a SETTINGS frame
+                return False
+        except OSError:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))  # refused: retry
+    return False

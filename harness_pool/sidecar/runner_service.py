@@ -51,7 +51,7 @@ from apache_beam.portability.api import (
 from google.protobuf.message import DecodeError
 
 from harness_pool._errors import HarnessPoolError, clip, printable
-from harness_pool._grpc import WORKER_ID_HEADER, GrpcCaller
+from harness_pool._grpc import WORKER_ID_HEADER, GrpcCaller, http2_answers
 from harness_pool.boot import iter_fields
 from harness_pool.pool.core import RunnerWorkerId
 from harness_pool.pool.dispatch import AssignError, Caller, Dispatcher, Limits
@@ -177,31 +177,18 @@ def probe_endpoints(runner_id: str, endpoints: dict[str, str], timeout: float,
 
     Raises AssignError naming the first endpoint that does not answer in time.
     """
-    channels = {what: grpc.insecure_channel(url) for what, url in endpoints.items() if url}
-    ready = {what: grpc.channel_ready_future(ch) for what, ch in channels.items()}
     deadline = time.monotonic() + timeout
-    try:
-        for what, future in ready.items():
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssignError(clip(
-                        f"stage {runner_id}: runner {what} endpoint "
-                        f"{printable(endpoints[what])} did not answer within {timeout:g}s; "
-                        "no worker was taken"), "runner_unreachable")
-                if not caller.active():
-                    raise AssignError(f"stage {runner_id}: StartWorker was cancelled by its "
-                                      "caller", "cancelled")
-                try:
-                    future.result(timeout=min(left, 0.25))
-                    break
-                except grpc.FutureTimeoutError:
-                    continue
-    finally:
-        for future in ready.values():
-            future.cancel()
-        for ch in channels.values():
-            ch.close()
+    for what, url in endpoints.items():
+        if not url:
+            continue
+        if http2_answers(url, max(0.0, deadline - time.monotonic()), caller.active):
+            continue
+        if not caller.active():
+            raise AssignError(f"stage {runner_id}: StartWorker was cancelled by its caller",
+                              "cancelled")
+        raise AssignError(clip(
+            f"stage {runner_id}: runner {what} endpoint {printable(url)} did not answer "
+            f"within {timeout:g}s; no worker was taken"), "runner_unreachable")
 
 
 def build_assignment(
