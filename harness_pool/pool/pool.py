@@ -313,7 +313,9 @@ class Pool:
             self._changed()
             return worker, ready_after
         outcome = Outcome.START_FAILED
-        if state is WorkerState.ASSIGNED and not error and not caller.active():
+        left = caller.remaining()
+        gave_up = not caller.active() or (left is not None and left <= 0.1)
+        if state is WorkerState.ASSIGNED and not error and gave_up:
             outcome, reason, message = Outcome.CANCELLED, "cancelled", (
                 f"StartWorker was cancelled by its caller (or passed its deadline) before "
                 f"worker {worker.pool_id} was connected; the worker is stopped")
