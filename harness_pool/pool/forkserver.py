@@ -155,12 +155,16 @@ class ForkedProcess:
         self.pid = pid
         self._server = server
         self._ticks = reaping.start_ticks(pid)
+        self._code: int | None = None
 
     def poll(self) -> int | None:
-        return self._server.exit_code(self.pid, self._ticks)
+        if self._code is None:
+            self._code = self._server.exit_code(self.pid, self._ticks)
+        return self._code
 
     def send_signal(self, sig: int) -> None:
-        if self._server.is_reported(self.pid) or not reaping.is_same(self.pid, self._ticks):
+        if (self._code is not None or self._server.has_exit(self.pid)
+                or not reaping.is_same(self.pid, self._ticks)):
             return  # exited (maybe a zombie, maybe its pid reused): nothing to signal
         os.kill(self.pid, sig)
 
@@ -194,7 +198,6 @@ class ForkServer:
         self._pending: dict[str, dict[str, Any]] = {}
         self._exits: dict[int, int] = {}
         self._children: set[int] = set()
-        self._reported: set[int] = set()
         self._zombie_since: dict[int, float] = {}
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"hp-forkserver-{generation}")
@@ -234,19 +237,18 @@ class ForkServer:
                               f"{printable(str(reply.get('error')))}")
         return ForkedProcess(int(reply["pid"]), self)
 
-    def is_reported(self, pid: int) -> bool:
+    def has_exit(self, pid: int) -> bool:
         with self._lock:
-            return pid in self._exits or pid in self._reported
+            return pid in self._exits
 
     def exit_code(self, pid: int, ticks: int | None) -> int | None:
-        """The child's exit code once it is gone; None while it runs."""
+        """The child's exit code once it is gone (once: the caller keeps it); None while
+        it runs."""
         with self._lock:
             if pid in self._exits:
                 self._children.discard(pid)
-                self._reported.add(pid)
+                self._zombie_since.pop(pid, None)
                 return self._exits.pop(pid)
-            if pid in self._reported:
-                return -1
             zygote_reporting = not self.ended.is_set()
         if zygote_reporting:
             # The zygote reaps and reports; only a child stuck as a zombie past a
@@ -265,7 +267,6 @@ class ForkServer:
                 return None
             with self._lock:
                 self._children.discard(pid)
-                self._reported.add(pid)
             return code
         if reaping.is_same(pid, ticks):
             return None  # alive under another parent; it will exit or be stopped
@@ -274,7 +275,7 @@ class ForkServer:
     def _lost(self, pid: int, why: str) -> int:
         with self._lock:
             self._children.discard(pid)
-            self._reported.add(pid)
+            self._zombie_since.pop(pid, None)
         _LOG.warning("worker pid %d of fork server generation %d %s; exit code unknown",
                      pid, self.generation, why)
         return -1
