@@ -39,6 +39,10 @@ from harness_pool.pool.core import PoolId
 
 _LOG = logging.getLogger("harness_pool.supervisor")
 
+#: Longest a launch may take (a fork server's start, then its fork) while still
+#: counting as progress for liveness.
+LAUNCH_BOUND = 180.0
+
 
 @dataclasses.dataclass(frozen=True)
 class SpawnSpec:
@@ -134,6 +138,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_beat = clock()
+        self._launching_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="hp-supervisor", daemon=True)
 
     def start(self) -> None:
@@ -144,8 +149,17 @@ class Supervisor:
         self._wake.set()
 
     def beat_age(self) -> float:
-        """Seconds since the loop last completed a pass (liveness)."""
-        return self.clock() - self._last_beat
+        """Seconds since the loop last completed a pass (liveness).
+
+        A launch in progress counts as a beat for up to ``LAUNCH_BOUND``: the first
+        fork server imports Beam (and PyFlink) inside ``launch``, which can take tens
+        of seconds on a busy node, and launches end within their own timeouts.
+        """
+        now = self.clock()
+        since = self._launching_since
+        if since is not None and now - since < LAUNCH_BOUND:
+            return 0.0
+        return now - self._last_beat
 
     def pid_of(self, pool_id: PoolId) -> int | None:
         with self._lock:
@@ -235,12 +249,15 @@ class Supervisor:
         return recheck
 
     def _spawn(self, spec: SpawnSpec) -> None:
+        self._launching_since = self.clock()
         try:
             proc = self.launcher.launch(spec)
         except OSError as exc:
             _LOG.error("could not start worker %s: %s", spec.pool_id, exc)
             self.hooks.spawn_failed(spec.pool_id, str(exc))
             return
+        finally:
+            self._launching_since = None
         with self._lock:
             self._procs[spec.pool_id] = proc
         self.hooks.spawned(spec.pool_id, proc.pid)
