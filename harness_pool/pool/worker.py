@@ -52,6 +52,7 @@ def _import_harness(flavor: str) -> Any:
     # heavy parts now, while warming, rather than when the first bundle arrives.
     import apache_beam.runners.worker.bundle_processor
     import apache_beam.transforms.core  # noqa: F401
+    from apache_beam.portability.api import beam_provision_api_pb2, endpoints_pb2  # noqa: F401
     from apache_beam.runners.worker import sdk_worker_main
 
     if flavor == "pyflink":
