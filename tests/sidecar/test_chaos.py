@@ -106,7 +106,7 @@ def test_chaos(sidecar_factory) -> None:
         outputs = []
         for loop in loops:
             try:
-                out, _ = loop.communicate(timeout=60)
+                out, _ = loop.communicate(timeout=20)
             except subprocess.TimeoutExpired:  # a pipeline the runner never finished
                 loop.kill()
                 out, _ = loop.communicate(timeout=30)
