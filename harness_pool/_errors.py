@@ -40,3 +40,25 @@ class IllegalTransition(PermanentError):
         super().__init__(f"{what}: cannot go from {current} to {wanted}")
         self.current = current
         self.wanted = wanted
+
+
+#: Upper bound of any error text the sidecar sends or stores (status, StartWorker errors).
+MAX_ERROR_CHARS = 2048
+
+
+def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    suffix = f"... ({len(text) - limit + 40} more characters)"
+    return text[: max(0, limit - len(suffix))] + suffix
+
+
+def printable(value: str | bytes, limit: int = 120) -> str:
+    """A caller-chosen value (an id, a key) safe to put in a log line or an error:
+    control and non-ASCII characters escaped, at most about ``limit`` characters."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="backslashreplace")
+    shown = value.encode("ascii", errors="backslashreplace").decode("ascii")
+    shown = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in shown)
+    return shown if len(shown) <= limit else shown[:limit] + f"...({len(value)} chars)"

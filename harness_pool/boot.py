@@ -16,6 +16,12 @@ imported, and exits 1 with the sidecar's error if there is one. Any other
 invocation is handed unchanged to the real interpreter (``HARNESS_POOL_PYTHON``,
 default: this one), so process mode and everything else keep working.
 
+The call has a deadline (``HARNESS_POOL_BOOT_TIMEOUT`` seconds, default 150:
+longer than the sidecar's own assign + provision + start timeouts), so a
+sidecar that never answers fails the stage instead of hanging it. Environment
+entries that are not UTF-8 (a protobuf string cannot carry them) are left out
+of ``params`` with a warning naming them, instead of crashing the boot.
+
 The request is encoded by hand (three fields of a stable, public protobuf
 message) so that no generated Beam module has to be imported; a test checks
 the bytes against Beam's own ``StartWorkerRequest``.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 BOOT_MODULE = "pyflink.fn_execution.beam.beam_boot"
 START_WORKER = "/org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool/StartWorker"
@@ -57,27 +64,40 @@ def encode_start_worker(worker_id: str, provision_endpoint: str,
     return out
 
 
-def decode_error(response: bytes) -> str:
-    """``StartWorkerResponse.error`` (field 1); unknown fields are skipped."""
+def iter_fields(data: bytes) -> Iterator[tuple[int, int, bytes | int]]:
+    """(number, wire type, payload) of each top-level field of a protobuf message:
+    bytes for length-delimited fields, the value for varints. Raises ValueError on
+    anything else or on truncated input."""
     i = 0
-    while i < len(response):
-        key, i = _read_varint(response, i)
+    while i < len(data):
+        key, i = read_varint(data, i)
         number, wire = key >> 3, key & 7
         if wire == 2:
-            length, i = _read_varint(response, i)
-            if number == 1:
-                return response[i:i + length].decode(errors="replace")
+            length, i = read_varint(data, i)
+            if i + length > len(data):
+                raise ValueError("truncated length-delimited field")
+            yield number, wire, data[i:i + length]
             i += length
         elif wire == 0:
-            _, i = _read_varint(response, i)
+            value, i = read_varint(data, i)
+            yield number, wire, value
         else:
-            raise ValueError(f"unexpected wire type {wire} in StartWorkerResponse")
+            raise ValueError(f"unexpected wire type {wire}")
+
+
+def decode_error(response: bytes) -> str:
+    """``StartWorkerResponse.error`` (field 1); unknown fields are skipped."""
+    for number, _wire, payload in iter_fields(response):
+        if number == 1 and isinstance(payload, bytes):
+            return payload.decode(errors="replace")
     return ""
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+def read_varint(data: bytes, i: int) -> tuple[int, int]:
     shift = result = 0
     while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
         byte = data[i]
         i += 1
         result |= (byte & 0x7F) << shift
@@ -122,6 +142,28 @@ def start_worker(address: str, args: list[str], environ: dict[str, str],
     return decode_error(response)
 
 
+DEFAULT_TIMEOUT = 150.0
+
+
+def utf8_environ(environb: dict[bytes, bytes]) -> tuple[dict[str, str], list[str]]:
+    """The environment entries that are UTF-8, and the names of those left out."""
+    out: dict[str, str] = {}
+    skipped = []
+    for key, value in environb.items():
+        try:
+            out[key.decode()] = value.decode()
+        except UnicodeDecodeError:
+            skipped.append(key.decode(errors="backslashreplace"))
+    return out, skipped
+
+
+def boot_timeout(environ: dict[str, str]) -> float:
+    try:
+        return float(environ.get("HARNESS_POOL_BOOT_TIMEOUT", DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
 def executable() -> str:
     """Path of the installed ``harness-pool-python`` command (for ``python.executable``)."""
     import shutil
@@ -137,7 +179,13 @@ def main() -> int:
     args = sys.argv[1:]
     address = os.environ.get("PYTHON_LOOPBACK_SERVER_ADDRESS", "")
     if address and args[:2] == ["-m", BOOT_MODULE]:
-        error = start_worker(address, args[2:], dict(os.environ))
+        environ, skipped = utf8_environ(dict(os.environb))
+        if skipped:
+            names = ", ".join(n[:60].encode("ascii", "backslashreplace").decode()
+                              for n in skipped[:5])
+            print(f"harness-pool-python: {len(skipped)} environment entries are not UTF-8 and "
+                  f"are not passed to the worker: {names}", file=sys.stderr)
+        error = start_worker(address, args[2:], environ, boot_timeout(environ))
         if error:
             print(f"Error starting worker: {error}", file=sys.stderr)
             return 1

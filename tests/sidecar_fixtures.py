@@ -35,9 +35,12 @@ def stop_all(started: list[Sidecar]) -> None:
     pids: set[int] = set()
     for sidecar in started:
         pids.update(w.pid for w in sidecar.status().workers if w.pid)
+        launcher = sidecar._owned_launcher
+        if launcher is not None:
+            pids.update(launcher.helper_pids())  # fork servers
         sidecar.stop()
     leaked = [pid for pid in pids if pid_alive(pid)]
-    assert not leaked, f"worker processes left behind: {leaked}"
+    assert not leaked, f"worker or fork-server processes left behind: {leaked}"
 
 
 @pytest.fixture

@@ -64,3 +64,49 @@ def test_anything_else_runs_the_real_interpreter() -> None:
     out = subprocess.run([SHIM, "-c", "import sys; print(sys.argv[1:])", "a", "b"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "['a', 'b']"
+
+
+def test_boot_gives_up_after_its_deadline_on_a_sidecar_that_never_answers() -> None:
+    """A StartWorker handler that never returns: the boot must not hang the stage."""
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    release = threading.Event()
+
+    def never(request, context):
+        release.wait(60)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool",
+        {"StartWorker": grpc.unary_unary_rpc_method_handler(never)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        env = dict(os.environ, PYTHON_LOOPBACK_SERVER_ADDRESS=f"127.0.0.1:{port}",
+                   HARNESS_POOL_BOOT_TIMEOUT="2")
+        out = subprocess.run([SHIM, "-m", "pyflink.fn_execution.beam.beam_boot", "--id", "1-1",
+                              "--provision_endpoint", "127.0.0.1:2"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        release.set()
+        server.stop(0)
+    assert out.returncode == 1
+    assert "DEADLINE_EXCEEDED" in out.stderr
+
+
+def test_boot_survives_non_utf8_environment_values(sidecar_factory) -> None:
+    sidecar = sidecar_factory(workers=1)
+    env = {k.encode(): v.encode() for k, v in os.environ.items()}
+    env[b"PYTHON_LOOPBACK_SERVER_ADDRESS"] = sidecar.address.encode()
+    env[b"LATIN1_VALUE"] = b"caf\xe9"
+    out = subprocess.run([SHIM, "-m", "pyflink.fn_execution.beam.beam_boot", "--id", "8-1",
+                          "--provision_endpoint", "127.0.0.1:1"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "LATIN1_VALUE" in out.stderr  # named as left out
+    assert "stage 8-1: provision endpoint 127.0.0.1:1" in out.stderr  # the sidecar answered
+    assert sidecar.pool.counts()["idle"] == 1

@@ -13,13 +13,16 @@ Invariants:
   StartWorker calls finds warm workers; replacements start at assignment
   time, not at exit;
 - when workers die before ever getting warm, spawning backs off
-  exponentially (a crash loop must not burn the CPU the TaskManager needs).
+  exponentially (a crash loop must not burn the CPU the TaskManager needs);
+- a worker attaches only with the secret issued for its spawn: knowing (or
+  guessing) a pool id is not enough to take its place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
 from collections import deque
 from typing import NewType
 
@@ -70,6 +73,10 @@ class DuplicateWorker(PoolError):
     code = "ALREADY_EXISTS"
 
 
+class NoSuchWorker(PoolError):
+    code = "NOT_FOUND"
+
+
 @dataclasses.dataclass
 class Worker:
     pool_id: PoolId
@@ -82,6 +89,7 @@ class Worker:
     served: int = 0
     last_error: str = ""
     exit_code: int | None = None
+    token: str = dataclasses.field(default="", repr=False)  # the spawn's secret
 
     def move(self, to: WorkerState, now: float) -> None:
         if to not in _LEGAL[self.state]:
@@ -158,6 +166,10 @@ class PoolCore:
         pool_id = self.by_runner.get(runner_id)
         return self.workers.get(pool_id) if pool_id else None
 
+    def can_serve(self) -> bool:
+        """Readiness: a warm worker can take a stage now."""
+        return not self.draining and self.count(WorkerState.IDLE) > 0
+
     def summary(self) -> str:
         return (
             f"{self.count(WorkerState.IDLE)} idle, {self.count(*_HOLDING)} busy, "
@@ -187,16 +199,26 @@ class PoolCore:
             ids.append(pool_id)
         return SpawnPlan(tuple(ids), None)
 
+    def issue(self, pool_id: PoolId, token: str) -> None:
+        """Records the secret handed to the process spawned as ``pool_id``."""
+        self.workers[pool_id].token = token
+
     def spawned(self, pool_id: PoolId, pid: int) -> None:
         self.workers[pool_id].pid = pid
 
     # -- worker events -------------------------------------------------------
 
-    def attach(self, pool_id: str, pid: int, now: float) -> Worker:
-        """A worker process connected to the sidecar and is warm."""
+    def attach(self, pool_id: str, pid: int, token: str, now: float) -> Worker:
+        """A worker process connected to the sidecar and is warm.
+
+        The same refusal for an unknown id and a wrong secret: an impostor learns
+        nothing about which ids exist.
+        """
         worker = self.workers.get(PoolId(pool_id))
-        if worker is None:
-            raise UnknownWorker(f"pool worker id '{pool_id}' was not started by this sidecar")
+        if worker is None or not worker.token or not hmac.compare_digest(
+                worker.token.encode(), token.encode()):
+            raise UnknownWorker(f"pool worker id '{pool_id}' was not started by this sidecar "
+                                "with the secret presented")
         if worker.state is not WorkerState.SPAWNING:
             raise DuplicateWorker(
                 f"pool worker id '{pool_id}' is already attached (state {worker.state})"
@@ -210,14 +232,18 @@ class PoolCore:
         self._spawn_not_before = 0.0
         return worker
 
-    def claim(self, runner_id: RunnerWorkerId, now: float) -> Worker | None:
-        """Picks the longest-idle worker for ``runner_id``; None when none is idle."""
+    def admissible(self, runner_id: RunnerWorkerId) -> None:
+        """Raises when ``runner_id`` can get no worker however long it waits."""
         if self.draining:
             raise PoolError("the sidecar is shutting down and takes no new stages")
         if runner_id in self.by_runner:
             raise DuplicateWorker(
                 f"runner worker id '{runner_id}' already has worker {self.by_runner[runner_id]}"
             )
+
+    def claim(self, runner_id: RunnerWorkerId, now: float) -> Worker | None:
+        """Picks the longest-idle worker for ``runner_id``; None when none is idle."""
+        self.admissible(runner_id)
         idle = self.idle()
         if not idle:
             return None

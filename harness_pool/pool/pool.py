@@ -1,6 +1,13 @@
 """The live pool: the pure ``PoolCore`` behind one condition variable, plus the
 waiting that StartWorker needs and the mailboxes of attached workers.
 
+Waiting rules (StartWorker): calls waiting for an idle worker are served in
+arrival order; a call whose caller went away (cancelled, past its deadline)
+stops waiting at once, and if it already holds a worker that is not yet
+connected to the runner, that worker is stopped at once (replaced, never
+handed to anyone else). A worker that is not connected within the start
+timeout is stopped the same way.
+
 Threads: gRPC threads call ``assign``/``stop``/``attach``/``worker_event``;
 the supervisor thread calls the ``Hooks`` methods (``plan_spawns``,
 ``spawned``, ``exited``). Every read or write of ``core``, ``_mailboxes`` and
@@ -12,36 +19,30 @@ signals to processes are sent after ``_cond`` is released.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from harness_pool._errors import clip, printable
 from harness_pool.pool.core import (
+    NoSuchWorker,
     PoolCore,
-    PoolError,
     PoolId,
     RunnerWorkerId,
     Worker,
     WorkerState,
 )
-from harness_pool.pool.supervisor import Supervisor
+from harness_pool.pool.dispatch import AssignError, Caller, Limits, Patient
+from harness_pool.pool.supervisor import SpawnSpec, Supervisor
 from harness_pool.v1 import pool_pb2
 
 _LOG = logging.getLogger("harness_pool.pool")
-
-
-class AssignError(PoolError):
-    """StartWorker could not be honoured; ``reason`` is a short label for metrics."""
-
-    code = "UNAVAILABLE"
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Observer(Protocol):
@@ -75,6 +76,25 @@ class NullObserver:
         pass
 
 
+class Outcome(enum.Enum):
+    """How an assignment went (``AssignmentRecord.outcome``)."""
+
+    STARTING = "starting"  # assigned; the harness is not connected to the runner yet
+    RUNNING = "running"  # connected; serving the stage
+    FINISHED = "finished"  # the runner closed the stage normally
+    FAILED = "failed"  # the harness or its process failed mid-stage
+    STOPPED = "stopped"  # StopWorker ended it
+    START_FAILED = "start_failed"  # never got connected (error, timeout, death)
+    CANCELLED = "cancelled"  # the runner gave up on its StartWorker before it was ready
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def live(self) -> bool:
+        return self in (Outcome.STARTING, Outcome.RUNNING)
+
+
 @dataclasses.dataclass
 class Record:
     """One assignment, for status and the demo's "time to a ready worker"."""
@@ -85,14 +105,20 @@ class Record:
     started_at: float  # wall clock
     time_to_ready: float = 0.0
     ended_at: float = 0.0
-    outcome: str = "starting"
+    outcome: Outcome = Outcome.STARTING
     detail: str = ""
+
+    def end(self, outcome: Outcome, detail: str = "") -> None:
+        """Settles a live record (a settled one keeps its first outcome)."""
+        if self.outcome.live:
+            self.outcome = outcome
+            self.detail = clip(detail or self.detail)
 
     def to_proto(self) -> pool_pb2.AssignmentRecord:
         return pool_pb2.AssignmentRecord(
             pool_id=self.pool_id, runner_worker_id=self.runner_worker_id, pid=self.pid,
             time_to_ready_seconds=self.time_to_ready, started_at_unix=self.started_at,
-            ended_at_unix=self.ended_at, outcome=self.outcome, detail=self.detail,
+            ended_at_unix=self.ended_at, outcome=self.outcome.value, detail=self.detail,
         )
 
 
@@ -117,25 +143,36 @@ class Pool:
         self._mailboxes: dict[PoolId, queue.Queue[object]] = {}
         self._records: dict[PoolId, Record] = {}
         self._history: deque[Record] = deque(maxlen=history)
+        self._queue: deque[object] = deque()  # StartWorker calls waiting, in arrival order
         self.on_change: Callable[[], None] = lambda: None  # health refresh
 
     # -- supervisor hooks ------------------------------------------------------
 
-    def plan_spawns(self) -> tuple[tuple[PoolId, ...], float | None]:
+    def plan_spawns(self) -> tuple[tuple[SpawnSpec, ...], float | None]:
         with self._cond:
             plan = self.core.plan_spawns(self.clock())
+            specs = []
+            for pool_id in plan.spawn:
+                token = secrets.token_urlsafe(24)
+                self.core.issue(pool_id, token)
+                specs.append(SpawnSpec(pool_id, token))
+            summary = self.core.summary()
         for pool_id in plan.spawn:
             _LOG.info("starting worker %s to keep %d warm (%s)", pool_id,
-                      self.core.target_idle, self.core.summary(), extra={"pool_id": pool_id})
+                      self.core.target_idle, summary, extra={"pool_id": pool_id})
         if plan.spawn:
             self._changed()
-        return plan.spawn, plan.recheck_at
+        return tuple(specs), plan.recheck_at
 
     def spawned(self, pool_id: PoolId, pid: int) -> None:
         with self._cond:
             self.core.spawned(pool_id, pid)
 
     def spawn_failed(self, pool_id: PoolId, error: str) -> None:
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            if worker is not None:
+                worker.last_error = clip(f"could not start: {error}")
         self.exited(pool_id, None)
 
     def exited(self, pool_id: PoolId, code: int | None) -> None:
@@ -146,10 +183,10 @@ class Pool:
             record = self._records.pop(pool_id, None)
             if record is not None:
                 record.ended_at = self.wall()
-                if record.outcome in ("starting", "running"):
-                    record.outcome = "failed" if code else "finished"
-                    if code:
-                        record.detail = record.detail or f"worker exited with code {code}"
+                if code:
+                    record.end(Outcome.FAILED, f"worker exited with code {code}")
+                else:
+                    record.end(Outcome.FINISHED)
             self._cond.notify_all()
             crashes = self.core.consecutive_crashes
             summary = self.core.summary()
@@ -167,9 +204,10 @@ class Pool:
 
     # -- worker side (Attach stream) ------------------------------------------
 
-    def attach(self, pool_id: str, pid: int, warm_seconds: float) -> queue.Queue[object]:
+    def attach(self, pool_id: str, pid: int, token: str, warm_seconds: float
+               ) -> queue.Queue[object]:
         with self._cond:
-            self.core.attach(pool_id, pid, self.clock())
+            self.core.attach(pool_id, pid, token, self.clock())
             box: queue.Queue[object] = queue.Queue()
             self._mailboxes[PoolId(pool_id)] = box
             self._cond.notify_all()
@@ -196,29 +234,36 @@ class Pool:
                 return
             if kind == "ready" and worker.state is WorkerState.ASSIGNED:
                 self.core.ready(pool_id, self.clock())
-                if record:
-                    record.outcome = "running"
+                if record and record.outcome is Outcome.STARTING:
+                    record.outcome = Outcome.RUNNING
             elif kind == "start_failed":
-                worker.last_error = event.start_failed.reason
+                worker.last_error = clip(event.start_failed.reason)
                 if record:
-                    record.outcome, record.detail = "start_failed", event.start_failed.reason
+                    record.end(Outcome.START_FAILED, worker.last_error)
             elif kind == "finished":
+                error = event.finished.error.strip()
                 if record:
-                    record.outcome = "failed" if event.finished.error else "finished"
-                    record.detail = event.finished.error.strip().splitlines()[-1] \
-                        if event.finished.error else ""
+                    record.end(Outcome.FAILED if error else Outcome.FINISHED,
+                               error.splitlines()[-1] if error else "")
             self._cond.notify_all()
         self._changed()
 
     def detached(self, pool_id: PoolId) -> None:
-        """The worker's Attach stream ended; its process is gone or going."""
+        """The worker's Attach stream ended; its process is gone or going.
+
+        An idle worker without its stream can never take a stage: it is stopped
+        now rather than left counting as warm until its exit is seen.
+        """
         with self._cond:
             worker = self.core.workers.get(pool_id)
             if worker is None or worker.state is WorkerState.EXITED:
                 return
             if worker.state is WorkerState.ASSIGNED and not worker.last_error:
                 worker.last_error = f"worker {pool_id} disconnected during start-up"
+            idle = worker.state is WorkerState.IDLE
             self._cond.notify_all()
+        if idle:
+            self._end(pool_id, f"worker {pool_id} lost its attach stream while idle")
 
     # -- runner side (StartWorker / StopWorker) --------------------------------
 
@@ -226,17 +271,20 @@ class Pool:
         self,
         runner_id: RunnerWorkerId,
         assignment: pool_pb2.Assignment,
-        assign_timeout: float,
-        start_timeout: float,
+        limits: Limits,
+        caller: Caller | None = None,
     ) -> tuple[Worker, float]:
         """Gives ``runner_id`` a warm worker and waits until it is connected to the runner.
 
         Returns the worker and the seconds from call to ready; raises
-        ``AssignError`` (or ``PoolError``) with a message for the runner.
+        ``AssignError`` (or ``PoolError``) with a message for the runner. Follows
+        the waiting rules of the module docstring.
         """
+        caller = caller or Patient()
+        caller.on_end(self._wake_all)
         t0 = self.clock()
         with self._cond:
-            worker = self._claim(runner_id, t0, assign_timeout)
+            worker = self._claim(runner_id, t0, limits.assign_timeout, caller)
             waited = self.clock() - t0
             record = Record(worker.pool_id, runner_id, worker.pid, self.wall())
             self._records[worker.pool_id] = record
@@ -249,8 +297,9 @@ class Pool:
         if self.supervisor:
             self.supervisor.wake()  # start the replacement now, not when this one exits
         with self._cond:
-            deadline = self.clock() + start_timeout
-            while worker.state is WorkerState.ASSIGNED and not worker.last_error:
+            deadline = self.clock() + limits.start_timeout
+            while (worker.state is WorkerState.ASSIGNED and not worker.last_error
+                   and caller.active()):
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     break
@@ -263,11 +312,18 @@ class Pool:
             self.observer.assigned(waited, ready_after)
             self._changed()
             return worker, ready_after
-        if state is WorkerState.ASSIGNED and not error:
+        outcome = Outcome.START_FAILED
+        left = caller.remaining()
+        gave_up = not caller.active() or (left is not None and left <= 0.1)
+        if state is WorkerState.ASSIGNED and not error and gave_up:
+            outcome, reason, message = Outcome.CANCELLED, "cancelled", (
+                f"StartWorker was cancelled by its caller (or passed its deadline) before "
+                f"worker {worker.pool_id} was connected; the worker is stopped")
+        elif state is WorkerState.ASSIGNED and not error:
             reason, message = "start_timeout", (
                 f"worker {worker.pool_id} did not connect to the runner's control endpoint "
                 f"{assignment.control_endpoint or '(from provision info)'} "
-                f"within {start_timeout:g}s"
+                f"within {limits.start_timeout:g}s"
             )
         elif state is WorkerState.EXITED:
             reason, message = "worker_died", (
@@ -276,34 +332,57 @@ class Pool:
         else:
             reason, message = "start_failed", f"worker {worker.pool_id} failed to start: {error}"
         with self._cond:
-            record.outcome, record.detail = "start_failed", message
+            record.end(outcome, message)
         self._end(worker.pool_id, message)
         self.observer.start_error(reason)
-        raise AssignError(f"stage {runner_id}: {message}", reason)
+        raise AssignError(clip(f"stage {runner_id}: {message}"), reason)
 
-    def _claim(self, runner_id: RunnerWorkerId, t0: float, timeout: float) -> Worker:
-        deadline = t0 + timeout
-        while True:
-            worker = self.core.claim(runner_id, self.clock())
-            if worker is not None:
-                return worker
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                self.observer.start_error("no_idle_worker")
-                raise AssignError(
-                    f"stage {runner_id}: no idle worker within {timeout:g}s "
-                    f"({self.core.summary()}); raise --workers or --assign-timeout",
-                    "no_idle_worker",
-                )
-            self._cond.wait(remaining)
+    def _claim(self, runner_id: RunnerWorkerId, t0: float, timeout: float, caller: Caller
+               ) -> Worker:
+        """The next idle worker, first come first served (called under ``_cond``)."""
+        ticket = object()
+        self._queue.append(ticket)
+        try:
+            deadline = t0 + timeout
+            while True:
+                self.core.admissible(runner_id)
+                if not caller.active():
+                    self.observer.start_error("cancelled")
+                    raise AssignError(f"stage {runner_id}: StartWorker was cancelled by its "
+                                      "caller while waiting for an idle worker", "cancelled")
+                if self._queue[0] is ticket:
+                    worker = self.core.claim(runner_id, self.clock())
+                    if worker is not None:
+                        return worker
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    self.observer.start_error("no_idle_worker")
+                    raise AssignError(
+                        f"stage {runner_id}: no idle worker within {timeout:g}s "
+                        f"({self.core.summary()}, {len(self._queue) - 1} other calls "
+                        "waiting); raise --workers or --assign-timeout",
+                        "no_idle_worker",
+                    )
+                self._cond.wait(remaining)
+        finally:
+            self._queue.remove(ticket)
+            self._cond.notify_all()
+
+    def admissible(self, runner_id: RunnerWorkerId) -> None:
+        with self._cond:
+            self.core.admissible(runner_id)
+
+    def _wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def stop(self, runner_id: RunnerWorkerId) -> bool:
         """StopWorker: ends the process serving ``runner_id``; False if none does."""
         with self._cond:
             worker = self.core.release(runner_id)
             record = self._records.get(worker.pool_id) if worker else None
-            if record is not None and record.outcome in ("starting", "running"):
-                record.outcome = "stopped"
+            if record is not None:
+                record.end(Outcome.STOPPED)
         if worker is None:
             return False
         _LOG.info("StopWorker for stage %s: stopping worker %s", runner_id, worker.pool_id,
@@ -315,7 +394,7 @@ class Pool:
         with self._cond:
             worker = self.core.workers.get(PoolId(pool_id))
             if worker is None or worker.state is WorkerState.EXITED:
-                raise PoolError(f"no live worker with pool id '{pool_id}'")
+                raise NoSuchWorker(f"no live worker with pool id '{printable(pool_id)}'")
         self._end(PoolId(pool_id), "recycled by an operator")
 
     def _end(self, pool_id: PoolId, reason: str) -> None:
@@ -355,6 +434,10 @@ class Pool:
                 self._cond.wait(remaining)
         return True
 
+    def can_serve(self) -> bool:
+        with self._cond:
+            return self.core.can_serve()
+
     def counts(self) -> dict[str, int]:
         with self._cond:
             return {s.value: self.core.count(s) for s in WorkerState if s is not WorkerState.EXITED}
@@ -369,7 +452,7 @@ class Pool:
                     uptime_seconds=now - w.spawned_at, assignments_served=w.served,
                     seconds_in_state=now - w.state_since,
                     connected=w.state in (WorkerState.IDLE, WorkerState.ASSIGNED, WorkerState.BUSY),
-                    last_error=w.last_error,
+                    last_error=clip(w.last_error),
                 )
                 for w in sorted(self.core.workers.values(), key=lambda w: w.spawned_at)
             ]

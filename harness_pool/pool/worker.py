@@ -1,11 +1,14 @@
 """The pooled worker agent: one process, warm in advance, one assignment, then exit.
 
 Run by the sidecar's supervisor as
-``python -m harness_pool.pool.worker --sidecar HOST:PORT --pool-id ID --flavor beam``.
+``python -m harness_pool.pool.worker --sidecar HOST:PORT --pool-id ID --flavor beam
+--token-stdin`` (the spawn secret is the first line of stdin), or forked by the
+fork server with the secret in memory.
 
 Life: import Beam (and PyFlink's operations for the ``pyflink`` flavour) →
-attach to the sidecar's ``WorkerRegistry.Attach`` with the pool id in the
-``worker_id`` header and say Hello → wait → on the one Assignment: apply
+attach to the sidecar's ``WorkerRegistry.Attach`` (its internal worker port)
+with the pool id in the ``worker_id`` header and say Hello with the spawn
+secret → wait → on the one Assignment: apply
 ``params`` (environment, ``PYTHONPATH``, ``_PYTHON_WORKING_DIR``), read
 pipeline options from the provision info, set ``WORKER_ID`` to the runner's
 id (the Python SDK's state channel reads its header from that variable), build
@@ -24,6 +27,7 @@ import argparse
 import logging
 import os
 import queue
+import re
 import shutil
 import sys
 import tempfile
@@ -36,6 +40,7 @@ _T0 = time.monotonic()
 
 import grpc  # noqa: E402
 
+from harness_pool._errors import clip  # noqa: E402
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc  # noqa: E402
 
 _LOG = logging.getLogger("harness_pool.worker")
@@ -47,6 +52,7 @@ def _import_harness(flavor: str) -> Any:
     # heavy parts now, while warming, rather than when the first bundle arrives.
     import apache_beam.runners.worker.bundle_processor
     import apache_beam.transforms.core  # noqa: F401
+    from apache_beam.portability.api import beam_provision_api_pb2, endpoints_pb2  # noqa: F401
     from apache_beam.runners.worker import sdk_worker_main
 
     if flavor == "pyflink":
@@ -145,11 +151,16 @@ def _pyflink_stdio() -> Any:
     return custom_print
 
 
+def semi_dir_prefix(runner_worker_id: str) -> str:
+    """A temp-dir name prefix from a runner's id: one path component, safe characters."""
+    return "harness-pool-" + re.sub(r"[^A-Za-z0-9._-]", "_", runner_worker_id)[:40] + "-"
+
+
 def serve_assignment(
     sdk_worker_main: Any, assignment: pool_pb2.Assignment, flavor: str, events: _Events
 ) -> str:
     """Runs the SDK harness for one stage; returns an error text, empty on success."""
-    semi_dir = tempfile.mkdtemp(prefix=f"harness-pool-{assignment.runner_worker_id}-")
+    semi_dir = tempfile.mkdtemp(prefix=semi_dir_prefix(assignment.runner_worker_id))
     closer = None
     try:
         try:
@@ -165,7 +176,7 @@ def serve_assignment(
                       assignment.runner_worker_id, (time.monotonic() - t0) * 1000,
                       (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
         except Exception as exc:  # report, then exit: the process is spent either way
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = clip(f"{type(exc).__name__}: {exc}")
             _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason)
             events.send(start_failed=pool_pb2.StartFailed(reason=reason))
             return reason
@@ -179,14 +190,14 @@ def serve_assignment(
         finally:
             if fn_log_handler is not None:
                 fn_log_handler.close()
-        return error
+        return clip(error)
     finally:
         if closer is not None:
             closer.close()
         shutil.rmtree(semi_dir, ignore_errors=True)
 
 
-def run(sidecar: str, pool_id: str, flavor: str, started_at: float = _T0) -> int:
+def run(sidecar: str, pool_id: str, flavor: str, token: str, started_at: float = _T0) -> int:
     """Attach, wait for the one assignment, serve it; returns the exit code.
 
     ``started_at`` is when this worker's life began (process start, or the
@@ -201,6 +212,7 @@ def run(sidecar: str, pool_id: str, flavor: str, started_at: float = _T0) -> int
     events = _Events()
     events.send(hello=pool_pb2.Hello(
         pid=os.getpid(), flavor=flavor, warm_seconds=warm, beam_version=beam_version,
+        token=token,
     ))
     call = stub.Attach(iter(events), metadata=(("worker_id", pool_id),))
     code = 0
@@ -240,9 +252,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--sidecar", required=True, help="HOST:PORT of the sidecar")
     parser.add_argument("--pool-id", required=True, help="this process's pool worker id")
     parser.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
+    parser.add_argument("--token-stdin", action="store_true",
+                        help="read the spawn secret from the first line of stdin")
     args = parser.parse_args(argv)
     setup_logging(args.pool_id)
-    exit_now(run(args.sidecar, args.pool_id, args.flavor))
+    token = sys.stdin.readline().strip() if args.token_stdin else ""
+    exit_now(run(args.sidecar, args.pool_id, args.flavor, token))
 
 
 def setup_logging(pool_id: str) -> None:

@@ -13,6 +13,11 @@ runner) in its own consumer thread. ``context.add_callback`` cancels the
 runner-side call when the harness goes away, so no server thread stays
 blocked on a dead stream.
 
+A data or state stream whose header does not name its stage is routed by its
+first message; a stream that sends none within ``first_message_timeout`` is
+cancelled (DEADLINE_EXCEEDED for the harness), so a silent client holds no
+thread for longer.
+
 Status codes: missing header INVALID_ARGUMENT; unknown id PERMISSION_DENIED;
 a second live claimant ALREADY_EXISTS; no stage FAILED_PRECONDITION; a message
 that does not parse INVALID_ARGUMENT; one above ``max_message_bytes``
@@ -29,6 +34,7 @@ import grpc
 from apache_beam.portability.api import beam_fn_api_pb2, beam_provision_api_pb2
 from google.protobuf.message import DecodeError
 
+from harness_pool._grpc import Watchdog, abort, header
 from harness_pool.proxy import rewrite
 from harness_pool.proxy.core import ExternalId, ProxyError
 from harness_pool.proxy.workers import ExternalWorkers, Link
@@ -42,17 +48,6 @@ JOB = "org.apache.beam.model.job_management.v1."
 FAIL_GRACE = 5.0
 
 
-def _header(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "worker_id":
-            return value if isinstance(value, str) else value.decode()
-    return None
-
-
-def _abort(context: grpc.ServicerContext, exc: ProxyError) -> None:
-    context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), str(exc))
-
-
 class _Refused(Exception):
     """Raised inside an upstream pump; the handler turns it into a status."""
 
@@ -62,20 +57,21 @@ class _Refused(Exception):
 
 
 class Proxy:
-    def __init__(self, ext: ExternalWorkers) -> None:
+    def __init__(self, ext: ExternalWorkers, watchdog: Watchdog) -> None:
         self.ext = ext
+        self.watchdog = watchdog
         self._counters: dict[str, Any] = {}
 
     # -- helpers ------------------------------------------------------------------
 
     def _link(self, context: grpc.ServicerContext, service: str) -> Link:
-        header = _header(context)
+        wid = header(context)
         try:
             with self.ext._lock:
-                worker = self.ext.core.known(header, service)
+                worker = self.ext.core.known(wid, service)
             return self.ext.link(worker.wid)
         except ProxyError as exc:
-            _abort(context, exc)
+            abort(context, exc)
             raise  # unreachable: abort raises
 
     def _count(self, link: Link, service: str, n: int) -> None:
@@ -94,11 +90,11 @@ class Proxy:
     def _fail(self, context: grpc.ServicerContext, link: Link, service: str, url: str,
               exc: grpc.RpcError, refused: list[ProxyError]) -> None:
         if refused:
-            _abort(context, refused[0])
+            abort(context, refused[0])
         if link.ended.is_set() and not link.error:
             return  # the stage ended normally: close the harness's stream with OK
         if link.ended.is_set():
-            _abort(context, ProxyError(f"{service}: stage {link.stage.runner_id} of worker "
+            abort(context, ProxyError(f"{service}: stage {link.stage.runner_id} of worker "
                                        f"'{link.wid}' ended", "UNAVAILABLE"))
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNAVAILABLE
         context.abort(code, f"{service} for worker '{link.wid}' (stage "
@@ -134,7 +130,7 @@ class Proxy:
         try:
             call = link.channel(url).stream_stream(method)(upstream(), metadata=link.header)
         except ProxyError as exc:
-            _abort(context, exc)
+            abort(context, exc)
         link.track(call)
         context.add_callback(lambda: self._sdk_side_closed(link, service, call))
         try:
@@ -163,12 +159,12 @@ class Proxy:
     def get_provision_info(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             beam_provision_api_pb2.GetProvisionInfoRequest.FromString(raw)
-            info = self.ext.provision(_header(context), context.is_active)
+            info = self.ext.provision(header(context), context.is_active)
         except DecodeError:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"GetProvisionInfo from '{_header(context)}': malformed request")
+                          f"GetProvisionInfo from '{header(context)}': malformed request")
         except ProxyError as exc:
-            _abort(context, exc)
+            abort(context, exc)
         return beam_provision_api_pb2.GetProvisionInfoResponse(info=info).SerializeToString()
 
     def resolve_artifacts(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -236,9 +232,9 @@ class Proxy:
     def control(self, request_iterator: Iterable[bytes], context: grpc.ServicerContext
                 ) -> Iterator[bytes]:
         try:
-            link = self.ext.open_control(_header(context))
+            link = self.ext.open_control(header(context))
         except ProxyError as exc:
-            _abort(context, exc)
+            abort(context, exc)
         wid, serial, url = link.wid, link.stage.serial, link.stage.control_endpoint
         ch = link.channel(url)
         try:
@@ -247,7 +243,7 @@ class Proxy:
             error = f"runner control endpoint {url} unreachable"
             link.error = error
             self.ext.end(wid, serial, error)
-            _abort(context, ProxyError(f"Control for worker '{wid}': {error}", "UNAVAILABLE"))
+            abort(context, ProxyError(f"Control for worker '{wid}': {error}", "UNAVAILABLE"))
         refused: list[ProxyError] = []
         call = ch.stream_stream(f"/{FN}BeamFnControl/Control")(
             self._control_upstream(link, request_iterator, refused), metadata=link.header)
@@ -322,11 +318,14 @@ class Proxy:
         first: list[bytes] = []
 
         def first_instruction() -> str:
-            try:
-                raw = next(request_iterator)
-            except StopIteration:
+            timeout = self.ext.settings.first_message_timeout
+            raw = self.watchdog.first(request_iterator, context, timeout)
+            if raw is None:
+                if not context.is_active():
+                    raise ProxyError(f"{service}: stream without a usable worker_id header "
+                                     f"sent no message within {timeout:g}s", "DEADLINE_EXCEEDED")
                 raise ProxyError(f"{service}: stream without a usable worker_id header closed "
-                                 f"before naming an instruction", "INVALID_ARGUMENT") from None
+                                 f"before naming an instruction", "INVALID_ARGUMENT")
             first.append(raw)
             try:
                 return parse(raw)
@@ -335,9 +334,9 @@ class Proxy:
                                  f"usable worker_id header", "INVALID_ARGUMENT") from None
 
         try:
-            link = self.ext.route(_header(context), first_instruction, service)
+            link = self.ext.route(header(context), first_instruction, service)
         except ProxyError as exc:
-            _abort(context, exc)
+            abort(context, exc)
         return link, (first[0] if first else None)
 
     def data(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
@@ -365,9 +364,9 @@ def _elements_instruction(raw: bytes) -> str:
     return ""
 
 
-def handlers(ext: ExternalWorkers) -> list[Any]:
+def handlers(ext: ExternalWorkers, watchdog: Watchdog) -> list[Any]:
     """The generic handlers for the SDK-facing services, bytes in and out."""
-    p = Proxy(ext)
+    p = Proxy(ext, watchdog)
     uu, us, ss = (grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler,
                   grpc.stream_stream_rpc_method_handler)
     table = {

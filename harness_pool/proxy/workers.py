@@ -21,6 +21,7 @@ channels, so no stream outlives its stage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,8 +31,9 @@ from typing import Any
 import grpc
 from apache_beam.portability.api import beam_provision_api_pb2
 
+from harness_pool._grpc import WORKER_ID_HEADER
 from harness_pool.pool.core import RunnerWorkerId
-from harness_pool.pool.pool import AssignError
+from harness_pool.pool.dispatch import Caller
 from harness_pool.proxy import rewrite
 from harness_pool.proxy.core import (
     ExternalCore,
@@ -41,25 +43,36 @@ from harness_pool.proxy.core import (
     RunnerId,
     Stage,
 )
-from harness_pool.sidecar.runner_service import Dispatcher
-from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2
 
 _LOG = logging.getLogger("harness_pool.proxy")
 
-#: Same limits as the sidecar's own server: Fn API messages carry whole bundles.
-MAX_MESSAGE_BYTES = 2**31 - 1
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
+
+@dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """What fixed-endpoint mode needs of the sidecar's settings (see ``SidecarSettings``)."""
+
+    external_worker_ids: tuple[str, ...]
+    pooled_workers: int  # pooled workers behind the external ones; 0: external only
+    start_timeout: float
+    provision_hold_timeout: float
+    max_message_bytes: int
+    first_message_timeout: float
+
+    @property
+    def channel_options(self) -> list[tuple[str, int]]:
+        """Runner-side channels carry the same messages as the sidecar's listeners."""
+        return [("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes)]
 
 
 class Link:
     """Runtime of one live stage of one external id: channels, calls, events, counters."""
 
-    def __init__(self, wid: ExternalId, stage: Stage) -> None:
+    def __init__(self, wid: ExternalId, stage: Stage,
+                 channel_options: list[tuple[str, int]] | None = None) -> None:
         self.wid = wid
+        self._channel_options = channel_options or []
         self.stage = stage
         self.connected = threading.Event()  # control stream forwarded to the runner
         self.ended = threading.Event()
@@ -74,7 +87,7 @@ class Link:
 
     @property
     def header(self) -> tuple[tuple[str, str]]:
-        return (("worker_id", str(self.stage.runner_id)),)
+        return ((WORKER_ID_HEADER, str(self.stage.runner_id)),)
 
     def channel(self, url: str) -> grpc.Channel:
         with self._lock:
@@ -83,7 +96,8 @@ class Link:
                                  f"ended", "UNAVAILABLE")
             ch = self._channels.get(url)
             if ch is None:
-                ch = self._channels[url] = grpc.insecure_channel(url, options=CHANNEL_OPTIONS)
+                ch = self._channels[url] = grpc.insecure_channel(url,
+                                                                options=self._channel_options)
             return ch
 
     def track(self, call: Any) -> None:
@@ -136,14 +150,14 @@ class Link:
 class ExternalWorkers:
     """Everything the sidecar needs from fixed-endpoint mode (see ``Sidecar.__init__``)."""
 
-    def __init__(self, settings: SidecarSettings, metrics: Any,
+    def __init__(self, settings: ProxySettings, metrics: Any,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.on_change = on_change
         self.core = ExternalCore(settings.external_worker_ids)
         self.address = ""  # the sidecar's reachable HOST:PORT, set once it is bound
-        self.max_message_bytes = MAX_MESSAGE_BYTES
+        self.max_message_bytes = settings.max_message_bytes
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._links: dict[ExternalId, Link] = {}
@@ -159,14 +173,6 @@ class ExternalWorkers:
         if host in ("0.0.0.0", "::", "[::]"):
             address = f"127.0.0.1:{port}"
         self.address = address
-
-    def register(self, server: grpc.Server) -> None:
-        from harness_pool.proxy.services import handlers
-
-        server.add_generic_rpc_handlers(handlers(self))
-
-    def dispatcher(self, pooled: Dispatcher) -> ExternalDispatcher:
-        return ExternalDispatcher(self, pooled)
 
     def can_serve(self) -> bool:
         with self._lock:
@@ -361,8 +367,9 @@ class ExternalWorkers:
     # -- StartWorker / StopWorker ------------------------------------------------------
 
     def try_assign(self, runner_id: RunnerWorkerId, assignment: pool_pb2.Assignment,
-                   wait: float) -> Link | None:
-        """Claims a waiting external id for the stage, waiting up to ``wait`` seconds."""
+                   wait: float, caller: Caller) -> Link | None:
+        """Claims a waiting external id for the stage, waiting up to ``wait`` seconds
+        (less if the caller goes away first)."""
         endpoints = dict(
             control_endpoint=assignment.control_endpoint,
             logging_endpoint=assignment.logging_endpoint,
@@ -374,18 +381,25 @@ class ExternalWorkers:
             while True:
                 worker = self.core.claim(RunnerId(runner_id), endpoints, time.monotonic())
                 if worker is not None:
-                    link = Link(worker.wid, worker.stage)  # type: ignore[arg-type]
+                    link = Link(worker.wid, worker.stage,  # type: ignore[arg-type]
+                                self.settings.channel_options)
                     link.provision_bytes = assignment.provision_info
                     self._links[worker.wid] = link
                     self._cond.notify_all()
                     break
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not caller.active():
                     return None
                 self._cond.wait(min(left, 0.5))
         self._changed()
         _LOG.info("external worker %s assigned to stage %s", link.wid, runner_id)
         return link
+
+    def holder(self, runner_id: str) -> str:
+        """The external id serving ``runner_id``; empty when none does."""
+        with self._lock:
+            worker = self.core.holder_of(runner_id)
+            return worker.wid if worker is not None else ""
 
     def describe(self) -> str:
         with self._lock:
@@ -399,38 +413,3 @@ class ExternalWorkers:
             return False
         self.end(worker.wid, serial, "")  # type: ignore[arg-type]
         return True
-
-
-class ExternalDispatcher:
-    """External workers first; the pooled dispatcher when none waits and pooled workers exist."""
-
-    def __init__(self, external: ExternalWorkers, pooled: Dispatcher) -> None:
-        self.external = external
-        self.pooled = pooled
-
-    def assign(self, runner_id: RunnerWorkerId, assignment: pool_pb2.Assignment,
-               assign_timeout: float, start_timeout: float) -> tuple[str, float]:
-        t0 = time.monotonic()
-        ext = self.external
-        try:
-            wait = 0.0 if ext.settings.workers > 0 else assign_timeout
-            link = ext.try_assign(runner_id, assignment, wait)
-        except ProxyError as exc:
-            raise AssignError(str(exc), "external_refused") from exc
-        if link is None:
-            if ext.settings.workers > 0:
-                return self.pooled.assign(runner_id, assignment, assign_timeout, start_timeout)
-            ext.metrics.start_error("no_idle_worker")
-            raise AssignError(f"stage {runner_id}: no external worker waiting within "
-                              f"{assign_timeout:.0f}s ({ext.describe()})", "no_idle_worker")
-        if not link.connected.wait(start_timeout) or link.ended.is_set():
-            error = link.error or (f"external worker {link.wid} did not connect its control "
-                                   f"stream within {start_timeout:.0f}s")
-            ext.end(link.wid, link.stage.serial, error)
-            ext.metrics.start_error("start_timeout" if not link.error else "start_failed")
-            raise AssignError(f"stage {runner_id}: {error}", "start_failed")
-        ext.metrics.assignments.labels("external").inc()
-        return link.wid, time.monotonic() - t0
-
-    def stop(self, runner_id: RunnerWorkerId) -> bool:
-        return self.external.stop_stage(runner_id) or self.pooled.stop(runner_id)

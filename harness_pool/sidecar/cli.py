@@ -70,6 +70,26 @@ def register(sub: Any) -> None:
                    help="Prometheus /metrics port; 0 disables")
     p.add_argument("--metrics-host", default=d.metrics_host,
                    help="address /metrics binds (default: --host)")
+    p.add_argument("--admin-address", default=d.admin_address,
+                   help="where RecycleWorker is served: unix:/path (reachable only by "
+                   "containers that mount it) or HOST:PORT; empty: nowhere")
+    p.add_argument("--max-message-mib", type=int, default=d.max_message_mib,
+                   help="largest gRPC message accepted or sent, in MiB")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=d.max_concurrent_rpcs,
+                   help="calls served at once on the main port (more: RESOURCE_EXHAUSTED); "
+                   "0 = 64 + 16 per external worker id")
+    p.add_argument("--keepalive-time", type=float, default=d.keepalive_time,
+                   help="seconds of silence before the sidecar pings a client connection")
+    p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
+                   help="seconds a pinged client has to answer before its connection closes")
+    p.add_argument("--first-message-timeout", type=float, default=d.first_message_timeout,
+                   help="seconds a stream that must speak first (a worker's Attach, a data or "
+                   "state stream without a usable worker_id header) may stay silent")
+    p.add_argument("--liveness-timeout", type=float, default=d.liveness_timeout,
+                   help="liveness fails when the pool's supervisor loop has not beaten this long")
+    p.add_argument("--reap-orphans", choices=("auto", "on", "off"), default=d.reap_orphans,
+                   help="reap orphaned processes of user code: auto = when PID 1 or already a "
+                   "child subreaper; on = become a child subreaper and reap")
     p.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("status", help="print the workers of a running sidecar",
@@ -83,6 +103,7 @@ def register(sub: Any) -> None:
     w.add_argument("--sidecar", required=True)
     w.add_argument("--pool-id", required=True)
     w.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
+    w.add_argument("--token-stdin", action="store_true")
     w.set_defaults(func=cmd_worker)
 
 
@@ -97,7 +118,11 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         provision_hold_timeout=args.provision_hold_timeout, fn_api_port=args.fn_api_port,
         health_port=args.health_port,
         health_host=args.health_host, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
+        metrics_host=args.metrics_host, admin_address=args.admin_address,
+        max_message_mib=args.max_message_mib, max_concurrent_rpcs=args.max_concurrent_rpcs,
+        keepalive_time=args.keepalive_time, keepalive_timeout=args.keepalive_timeout,
+        first_message_timeout=args.first_message_timeout,
+        liveness_timeout=args.liveness_timeout, reap_orphans=args.reap_orphans,
     )
 
 
@@ -177,4 +202,4 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from harness_pool.pool import worker
 
     return worker.main(["--sidecar", args.sidecar, "--pool-id", args.pool_id,
-                        "--flavor", args.flavor])
+                        "--flavor", args.flavor] + (["--token-stdin"] if args.token_stdin else []))

@@ -1,12 +1,24 @@
-"""The sidecar: one gRPC server on one fixed address, the pool and its supervisor.
+"""The sidecar: gRPC listeners, the pool and its supervisor.
 
-Services on the one port: Beam's ``BeamFnExternalWorkerPool`` (the runner),
-``harness_pool.v1.WorkerRegistry`` (pooled workers), ``harness_pool.v1.PoolAdmin``
-(status), ``grpc.health.v1.Health`` (probes).
+Listeners (each with its own threads, so a flood on one cannot starve another):
+
+- the main port (``--host``/``--port``): Beam's ``BeamFnExternalWorkerPool``
+  (the runner), ``grpc.health.v1.Health`` (probes), ``PoolAdmin.GetStatus``,
+  and in fixed-endpoint mode the SDK-facing Fn API (also on ``--fn-api-port``);
+  at most ``rpc_cap`` calls at once, more get RESOURCE_EXHAUSTED;
+- the worker port (127.0.0.1, ephemeral): ``WorkerRegistry.Attach`` of the
+  pooled workers the sidecar spawned, sized to ``--max-processes``;
+- optional: a health-only port for the kubelet (``--health-port``) and the
+  admin address (``--admin-address``), the only place ``RecycleWorker`` works.
+
+Every listener has the same limits: message size (``--max-message-mib``),
+keepalive (a frozen peer's connection is closed), streams per connection; one
+``Watchdog`` cancels streams that must speak first and stay silent
+(``--first-message-timeout``) and health watchers that do not read.
 
 Shutdown order (``stop``): readiness NOT_SERVING → no new assignments (waiting
 StartWorker calls fail with a clear error, idle workers are released) → running
-stages get ``drain_timeout`` to finish → gRPC server stops accepting and closes
+stages get ``drain_timeout`` to finish → listeners stop accepting and close
 streams → every worker process gets SIGTERM, then SIGKILL after ``stop_grace``,
 and is reaped; each exit code is logged.
 """
@@ -20,19 +32,21 @@ from concurrent import futures
 from typing import TYPE_CHECKING
 
 import grpc
-from apache_beam.portability.api import beam_fn_api_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from harness_pool._errors import PermanentError
+from harness_pool._grpc import Watchdog, server_options
+from harness_pool.pool import reaping
 from harness_pool.pool.core import PoolCore, WorkerState
+from harness_pool.pool.dispatch import Dispatcher, PooledDispatcher
 from harness_pool.pool.forkserver import ForkServerLauncher
 from harness_pool.pool.pool import Pool
 from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
-from harness_pool.sidecar.admin_service import Health, PoolAdminServicer
-from harness_pool.sidecar.dispatch import PooledDispatcher
+from harness_pool.sidecar.admin_service import PoolAdminServicer
+from harness_pool.sidecar.health import HealthServicer, Readiness
 from harness_pool.sidecar.metrics import SidecarMetrics
 from harness_pool.sidecar.registry_service import WorkerRegistryServicer
-from harness_pool.sidecar.runner_service import Dispatcher, ExternalWorkerPoolServicer
+from harness_pool.sidecar.runner_service import ExternalWorkerPoolServicer
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
 
@@ -41,13 +55,24 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger("harness_pool.sidecar")
 
-#: Fn API messages carry whole bundles' elements; follow Beam's own limit.
-MAX_MESSAGE_BYTES = 2**31 - 1
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-]
+#: Health-only and admin listeners: a few threads; health keeps half for Check.
+_HEALTH_THREADS = 8
+_MAX_WATCHERS = 4
+_ADMIN_THREADS = 4
+
+
+class _Listener:
+    """One grpc.Server with its own bounded thread pool."""
+
+    def __init__(self, name: str, threads: int, options: list[tuple[str, int]]) -> None:
+        self.executor = futures.ThreadPoolExecutor(max_workers=threads,
+                                                   thread_name_prefix=f"hp-{name}")
+        self.server = grpc.server(self.executor, options=options,
+                                  maximum_concurrent_rpcs=threads)
+
+    def stop(self, grace: float) -> None:
+        self.server.stop(grace=grace).wait()
+        self.executor.shutdown(wait=True)
 
 
 class Sidecar:
@@ -57,47 +82,67 @@ class Sidecar:
         launcher: Launcher | None = None,
         metrics: SidecarMetrics | None = None,
     ) -> None:
-        self.settings = settings.validate()
+        self.settings = s = settings.validate()
         self.metrics = metrics or SidecarMetrics()
-        self.metrics.pool_size.set(settings.workers)
-        self.core = PoolCore(settings.workers, settings.process_cap, settings.id_prefix)
+        self.metrics.pool_size.set(s.workers)
+        self.core = PoolCore(s.workers, s.process_cap, s.id_prefix)
         self.pool = Pool(self.core, observer=self.metrics)
         self.dispatcher: Dispatcher = PooledDispatcher(self.pool)
         self.external: ExternalWorkers | None = None
-        self.health = Health(self._can_serve)
+        self.watchdog = Watchdog()
+        self.health_servicer = HealthServicer(self.watchdog, self._alive, _MAX_WATCHERS)
+        self.health = Readiness(self.health_servicer, self._can_serve)
         self.pool.on_change = self.health.refresh
         self._launcher = launcher
         self._owned_launcher: Launcher | None = None
-        self._health_server: grpc.Server | None = None
         self.supervisor: Supervisor | None = None
         self.address = ""
+        self.worker_address = ""
         self.metrics_port = 0
         self._stopped = threading.Event()
-        threads = 32 + 4 * settings.process_cap + 16 * len(settings.external_worker_ids)
-        self._executor = futures.ThreadPoolExecutor(max_workers=threads,
-                                                    thread_name_prefix="hp-grpc")
-        self.server = grpc.server(self._executor, options=GRPC_OPTIONS)
-        if settings.external_worker_ids:
+        self._options = server_options(s.max_message_bytes, s.keepalive_time,
+                                       s.keepalive_timeout)
+        self._main = _Listener("grpc", s.rpc_cap, self._options)
+        self._workers = _Listener("attach", s.process_cap + 8, self._options)
+        self._health_listener: _Listener | None = None
+        self._admin_listener: _Listener | None = None
+        self.server = self._main.server
+        if s.external_worker_ids:
             # Fixed-endpoint mode: unmodified SDK harnesses connect here and are
             # forwarded to their stage's runner servers (harness_pool.proxy).
-            from harness_pool.proxy import ExternalWorkers
+            from harness_pool.proxy import (
+                ExternalDispatcher,
+                ExternalWorkers,
+                ProxySettings,
+                handlers,
+            )
 
-            self.external = ExternalWorkers(settings, self.metrics, self.health.refresh)
-            self.external.register(self.server)
-            self.dispatcher = self.external.dispatcher(self.dispatcher)
-        beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
-            ExternalWorkerPoolServicer(self.dispatcher, settings,
-                                       on_error=self.metrics.start_error), self.server)
-        pool_pb2_grpc.add_WorkerRegistryServicer_to_server(
-            WorkerRegistryServicer(self.pool), self.server)
+            self.external = ExternalWorkers(ProxySettings(
+                external_worker_ids=s.external_worker_ids, pooled_workers=s.workers,
+                start_timeout=s.start_timeout, provision_hold_timeout=s.provision_hold_timeout,
+                max_message_bytes=s.max_message_bytes,
+                first_message_timeout=s.first_message_timeout,
+            ), self.metrics, self.health.refresh)
+            self.server.add_generic_rpc_handlers(handlers(self.external, self.watchdog))
+            self.dispatcher = ExternalDispatcher(self.external, self.dispatcher)
+        self.server.add_generic_rpc_handlers((ExternalWorkerPoolServicer(
+            self.dispatcher, s, on_error=self.metrics.start_error).handler(),))
         pool_pb2_grpc.add_PoolAdminServicer_to_server(
-            PoolAdminServicer(self.status, self.pool.recycle), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
+            PoolAdminServicer(self.status, self.pool.recycle, allow_recycle=False), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
+        pool_pb2_grpc.add_WorkerRegistryServicer_to_server(
+            WorkerRegistryServicer(self.pool, self.watchdog, s.first_message_timeout),
+            self._workers.server)
 
     def _can_serve(self) -> bool:
         if self.external is not None and self.external.can_serve():
             return True
-        return self.pool.counts().get(WorkerState.IDLE.value, 0) > 0
+        return self.pool.can_serve()
+
+    def _alive(self) -> bool:
+        """Liveness: the supervisor loop still completes passes."""
+        sup = self.supervisor
+        return sup is None or sup.beat_age() < self.settings.liveness_timeout
 
     # -- life cycle -----------------------------------------------------------
 
@@ -115,26 +160,38 @@ class Sidecar:
             else:
                 self.external.set_address(reach)
         # -- end fixed-endpoint mode
-        launcher = self._launcher or (ForkServerLauncher(reach, s.flavor) if s.spawn == "fork"
-                                      else WorkerLauncher(reach, s.flavor))
+        self.worker_address = f"127.0.0.1:{_bind(self._workers.server, '127.0.0.1', 0)}"
+        launcher = self._launcher or (
+            ForkServerLauncher(self.worker_address, s.flavor) if s.spawn == "fork"
+            else WorkerLauncher(self.worker_address, s.flavor))
         self._owned_launcher = launcher if self._launcher is None else None
-        self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace)
+        reap = reaping.reaps_orphans(reaping.ReapMode(s.reap_orphans))
+        self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace, reap_orphans=reap)
         self.pool.supervisor = self.supervisor
         if s.health_port:
-            self._health_server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="hp-health"))
-            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer,
-                                                         self._health_server)
-            _bind(self._health_server, s.health_host, s.health_port)
-            self._health_server.start()
+            self._health_listener = _Listener("health", _HEALTH_THREADS, self._options)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer,
+                                                         self._health_listener.server)
+            _bind(self._health_listener.server, s.health_host, s.health_port)
+            self._health_listener.server.start()
+        if s.admin_address:
+            self._admin_listener = _Listener("admin", _ADMIN_THREADS, self._options)
+            pool_pb2_grpc.add_PoolAdminServicer_to_server(
+                PoolAdminServicer(self.status, self.pool.recycle, allow_recycle=True),
+                self._admin_listener.server)
+            _bind_address(self._admin_listener.server, s.admin_address)
+            self._admin_listener.server.start()
+        self._workers.server.start()
         self.server.start()
         self.supervisor.start()
         if s.metrics_port:
             self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
-        _LOG.info("sidecar listening on %s (flavor %s, %s); warming %d workers%s%s",
+        _LOG.info("sidecar listening on %s (flavor %s, %s); warming %d workers%s%s%s%s",
                   self.address, s.flavor, s.spawn, s.workers,
                   f"; health on {s.health_host}:{s.health_port}" if s.health_port else "",
-                  f"; metrics on :{self.metrics_port}/metrics" if self.metrics_port else "")
+                  f"; admin on {s.admin_address}" if s.admin_address else "",
+                  f"; metrics on :{self.metrics_port}/metrics" if self.metrics_port else "",
+                  "; reaping orphans" if reap else "")
         return self.address
 
     def wait_warm(self, n: int | None = None, timeout: float = 60.0) -> bool:
@@ -168,15 +225,17 @@ class Sidecar:
                          s.drain_timeout)
         if self.external is not None:
             self.external.stop()
-        self.server.stop(grace=1.0).wait()
-        if self._health_server is not None:
-            self._health_server.stop(grace=0.5).wait()
+        self._main.stop(1.0)
+        for listener in (self._health_listener, self._admin_listener):
+            if listener is not None:
+                listener.stop(0.5)
         if self.supervisor is not None:
             self.supervisor.shutdown(s.stop_grace)
+        self._workers.stop(0.5)
         close = getattr(self._owned_launcher, "close", None)
         if close is not None:
             close()
-        self._executor.shutdown(wait=True)
+        self.watchdog.stop()
         self.metrics.close()
         _LOG.info("sidecar stopped")
 
@@ -194,10 +253,14 @@ class Sidecar:
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:
+    return _bind_address(server, f"{host}:{port}")
+
+
+def _bind_address(server: grpc.Server, address: str) -> int:
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise PermanentError(f"cannot listen on {host}:{port}: {exc}") from exc
+        raise PermanentError(f"cannot listen on {address}: {exc}") from exc
     if not bound:
-        raise PermanentError(f"cannot listen on {host}:{port} (in use?)")
+        raise PermanentError(f"cannot listen on {address} (in use?)")
     return int(bound)

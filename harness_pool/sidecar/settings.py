@@ -85,6 +85,44 @@ class SidecarSettings:
     metrics_host: str = ""
     """Address /metrics binds; empty means the same as host."""
 
+    admin_address: str = ""
+    """Where RecycleWorker (which stops workers) is served: ``unix:/path`` (best: a
+    directory only the sidecar's container mounts, so no job's harness in the pod can
+    reach it) or HOST:PORT (reachable by every container of the pod). Empty: nowhere;
+    GetStatus stays on the main port either way."""
+
+    max_message_mib: int = 64
+    """Largest gRPC message accepted or sent, in MiB. Fixed-endpoint mode forwards whole
+    data-plane messages and gRPC may hold a few per stream in memory: 64 MiB fits a
+    sidecar container of a few hundred MiB; Beam's Python SDK flushes data at 10 MB."""
+
+    max_concurrent_rpcs: int = 0
+    """Calls served at once on the main port (each has its own thread); more get
+    RESOURCE_EXHAUSTED at once. 0: 64, plus 16 per external worker id."""
+
+    keepalive_time: float = 30.0
+    """Seconds of silence after which the sidecar pings a client connection."""
+
+    keepalive_timeout: float = 10.0
+    """Seconds a pinged client has to answer before its connection (and every stream on
+    it: a held provision call, an Attach, a Watch) is closed: a frozen or vanished peer
+    holds nothing for longer than keepalive_time + keepalive_timeout."""
+
+    first_message_timeout: float = 30.0
+    """Seconds a stream that must speak first (a pooled worker's Attach, a data or state
+    stream that names its stage only in its first message) may stay silent before it is
+    cancelled."""
+
+    liveness_timeout: float = 60.0
+    """Liveness fails when the supervisor loop has not completed a pass for this long (a
+    wedged pool). Longer than a fork server takes to import Beam on a busy node."""
+
+    reap_orphans: str = "auto"
+    """Orphans of user code (a DoFn that starts a process and never waits) end up the
+    children of PID 1. "auto": reap them when the sidecar is PID 1 (a container without
+    an init) or already a child subreaper; "on": become a child subreaper and reap; "off":
+    never (a process embedding the sidecar reaps its own children)."""
+
     def validate(self) -> SidecarSettings:
         problems = []
         if not 0 <= self.port <= 65535:
@@ -105,6 +143,22 @@ class SidecarSettings:
             value = getattr(self, name)
             if not value >= 0:
                 problems.append(f"--{name.replace('_', '-')}: {value}; expected seconds >= 0")
+        for name in ("keepalive_time", "keepalive_timeout", "first_message_timeout",
+                     "liveness_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                problems.append(f"--{name.replace('_', '-')}: {value}; expected seconds > 0")
+        if not 1 <= self.max_message_mib <= 2047:
+            problems.append(f"--max-message-mib: {self.max_message_mib}; expected 1-2047")
+        if self.max_concurrent_rpcs < 0:
+            problems.append(f"--max-concurrent-rpcs: {self.max_concurrent_rpcs}; expected 0 "
+                            "(auto) or more")
+        if self.reap_orphans not in ("auto", "on", "off"):
+            problems.append(f"--reap-orphans: '{self.reap_orphans}'; expected auto, on or off")
+        if self.admin_address and not (self.admin_address.startswith("unix:")
+                                       or self.admin_address.rpartition(":")[2].isdigit()):
+            problems.append(f"--admin-address: '{self.admin_address}'; expected unix:/path "
+                            "or HOST:PORT")
         if not _ID_RE.match(self.id_prefix):
             problems.append(f"--id-prefix: '{self.id_prefix}'; expected letters, digits, . _ -")
         seen: set[str] = set()
@@ -139,6 +193,14 @@ class SidecarSettings:
     @property
     def process_cap(self) -> int:
         return self.max_processes or 2 * self.workers
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mib * 1024 * 1024
+
+    @property
+    def rpc_cap(self) -> int:
+        return self.max_concurrent_rpcs or 64 + 16 * len(self.external_worker_ids)
 
     @property
     def address(self) -> str:

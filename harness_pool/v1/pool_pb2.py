@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aharness_pool/v1/pool.proto\x12\x0fharness_pool.v1\"\xcd\x01\n\x0bWorkerEvent\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.harness_pool.v1.HelloH\x00\x12\'\n\x05ready\x18\x02 \x01(\x0b\x32\x16.harness_pool.v1.ReadyH\x00\x12\x34\n\x0cstart_failed\x18\x03 \x01(\x0b\x32\x1c.harness_pool.v1.StartFailedH\x00\x12-\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x19.harness_pool.v1.FinishedH\x00\x42\x07\n\x05\x65vent\"P\n\x05Hello\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0e\n\x06\x66lavor\x18\x02 \x01(\t\x12\x14\n\x0cwarm_seconds\x18\x03 \x01(\x01\x12\x14\n\x0c\x62\x65\x61m_version\x18\x04 \x01(\t\"\x07\n\x05Ready\"\x1d\n\x0bStartFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x08\x46inished\x12\r\n\x05\x65rror\x18\x01 \x01(\t\"\xaa\x02\n\nAssignment\x12\x18\n\x10runner_worker_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontrol_endpoint\x18\x02 \x01(\t\x12\x18\n\x10logging_endpoint\x18\x03 \x01(\t\x12\x19\n\x11\x61rtifact_endpoint\x18\x04 \x01(\t\x12\x1a\n\x12provision_endpoint\x18\x05 \x01(\t\x12\x17\n\x0fstatus_endpoint\x18\x06 \x01(\t\x12\x37\n\x06params\x18\x07 \x03(\x0b\x32\'.harness_pool.v1.Assignment.ParamsEntry\x12\x16\n\x0eprovision_info\x18\x08 \x01(\x0c\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10GetStatusRequest\"\x81\x02\n\x0cWorkerStatus\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10runner_worker_id\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x1a\n\x12\x61ssignments_served\x18\x07 \x01(\x05\x12\x18\n\x10seconds_in_state\x18\x08 \x01(\x01\x12\x0e\n\x06\x66lavor\x18\t \x01(\t\x12\x11\n\tconnected\x18\n \x01(\x08\x12\x17\n\x0f\x62ytes_forwarded\x18\x0b \x01(\x03\x12\x12\n\nlast_error\x18\x0c \x01(\t\"\xba\x01\n\x10\x41ssignmentRecord\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x18\n\x10runner_worker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x1d\n\x15time_to_ready_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fstarted_at_unix\x18\x05 \x01(\x01\x12\x15\n\rended_at_unix\x18\x06 \x01(\x01\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\xcd\x01\n\nPoolStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12\x0e\n\x06\x66lavor\x18\x03 \x01(\t\x12\x13\n\x0btarget_idle\x18\x04 \x01(\x05\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.harness_pool.v1.WorkerStatus\x12\x36\n\x0b\x61ssignments\x18\x06 \x03(\x0b\x32!.harness_pool.v1.AssignmentRecord\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\"\'\n\x14RecycleWorkerRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"\x17\n\x15RecycleWorkerResponse2Y\n\x0eWorkerRegistry\x12G\n\x06\x41ttach\x12\x1c.harness_pool.v1.WorkerEvent\x1a\x1b.harness_pool.v1.Assignment(\x01\x30\x01\x32\xb8\x01\n\tPoolAdmin\x12K\n\tGetStatus\x12!.harness_pool.v1.GetStatusRequest\x1a\x1b.harness_pool.v1.PoolStatus\x12^\n\rRecycleWorker\x12%.harness_pool.v1.RecycleWorkerRequest\x1a&.harness_pool.v1.RecycleWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aharness_pool/v1/pool.proto\x12\x0fharness_pool.v1\"\xcd\x01\n\x0bWorkerEvent\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.harness_pool.v1.HelloH\x00\x12\'\n\x05ready\x18\x02 \x01(\x0b\x32\x16.harness_pool.v1.ReadyH\x00\x12\x34\n\x0cstart_failed\x18\x03 \x01(\x0b\x32\x1c.harness_pool.v1.StartFailedH\x00\x12-\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x19.harness_pool.v1.FinishedH\x00\x42\x07\n\x05\x65vent\"_\n\x05Hello\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0e\n\x06\x66lavor\x18\x02 \x01(\t\x12\x14\n\x0cwarm_seconds\x18\x03 \x01(\x01\x12\x14\n\x0c\x62\x65\x61m_version\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\t\"\x07\n\x05Ready\"\x1d\n\x0bStartFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x08\x46inished\x12\r\n\x05\x65rror\x18\x01 \x01(\t\"\xaa\x02\n\nAssignment\x12\x18\n\x10runner_worker_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontrol_endpoint\x18\x02 \x01(\t\x12\x18\n\x10logging_endpoint\x18\x03 \x01(\t\x12\x19\n\x11\x61rtifact_endpoint\x18\x04 \x01(\t\x12\x1a\n\x12provision_endpoint\x18\x05 \x01(\t\x12\x17\n\x0fstatus_endpoint\x18\x06 \x01(\t\x12\x37\n\x06params\x18\x07 \x03(\x0b\x32\'.harness_pool.v1.Assignment.ParamsEntry\x12\x16\n\x0eprovision_info\x18\x08 \x01(\x0c\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10GetStatusRequest\"\x81\x02\n\x0cWorkerStatus\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10runner_worker_id\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x1a\n\x12\x61ssignments_served\x18\x07 \x01(\x05\x12\x18\n\x10seconds_in_state\x18\x08 \x01(\x01\x12\x0e\n\x06\x66lavor\x18\t \x01(\t\x12\x11\n\tconnected\x18\n \x01(\x08\x12\x17\n\x0f\x62ytes_forwarded\x18\x0b \x01(\x03\x12\x12\n\nlast_error\x18\x0c \x01(\t\"\xba\x01\n\x10\x41ssignmentRecord\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x18\n\x10runner_worker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x1d\n\x15time_to_ready_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fstarted_at_unix\x18\x05 \x01(\x01\x12\x15\n\rended_at_unix\x18\x06 \x01(\x01\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\xcd\x01\n\nPoolStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12\x0e\n\x06\x66lavor\x18\x03 \x01(\t\x12\x13\n\x0btarget_idle\x18\x04 \x01(\x05\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.harness_pool.v1.WorkerStatus\x12\x36\n\x0b\x61ssignments\x18\x06 \x03(\x0b\x32!.harness_pool.v1.AssignmentRecord\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\"\'\n\x14RecycleWorkerRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"\x17\n\x15RecycleWorkerResponse2Y\n\x0eWorkerRegistry\x12G\n\x06\x41ttach\x12\x1c.harness_pool.v1.WorkerEvent\x1a\x1b.harness_pool.v1.Assignment(\x01\x30\x01\x32\xb8\x01\n\tPoolAdmin\x12K\n\tGetStatus\x12!.harness_pool.v1.GetStatusRequest\x1a\x1b.harness_pool.v1.PoolStatus\x12^\n\rRecycleWorker\x12%.harness_pool.v1.RecycleWorkerRequest\x1a&.harness_pool.v1.RecycleWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -26,31 +26,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKEREVENT']._serialized_start=48
   _globals['_WORKEREVENT']._serialized_end=253
   _globals['_HELLO']._serialized_start=255
-  _globals['_HELLO']._serialized_end=335
-  _globals['_READY']._serialized_start=337
-  _globals['_READY']._serialized_end=344
-  _globals['_STARTFAILED']._serialized_start=346
-  _globals['_STARTFAILED']._serialized_end=375
-  _globals['_FINISHED']._serialized_start=377
-  _globals['_FINISHED']._serialized_end=402
-  _globals['_ASSIGNMENT']._serialized_start=405
-  _globals['_ASSIGNMENT']._serialized_end=703
-  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_start=658
-  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_end=703
-  _globals['_GETSTATUSREQUEST']._serialized_start=705
-  _globals['_GETSTATUSREQUEST']._serialized_end=723
-  _globals['_WORKERSTATUS']._serialized_start=726
-  _globals['_WORKERSTATUS']._serialized_end=983
-  _globals['_ASSIGNMENTRECORD']._serialized_start=986
-  _globals['_ASSIGNMENTRECORD']._serialized_end=1172
-  _globals['_POOLSTATUS']._serialized_start=1175
-  _globals['_POOLSTATUS']._serialized_end=1380
-  _globals['_RECYCLEWORKERREQUEST']._serialized_start=1382
-  _globals['_RECYCLEWORKERREQUEST']._serialized_end=1421
-  _globals['_RECYCLEWORKERRESPONSE']._serialized_start=1423
-  _globals['_RECYCLEWORKERRESPONSE']._serialized_end=1446
-  _globals['_WORKERREGISTRY']._serialized_start=1448
-  _globals['_WORKERREGISTRY']._serialized_end=1537
-  _globals['_POOLADMIN']._serialized_start=1540
-  _globals['_POOLADMIN']._serialized_end=1724
+  _globals['_HELLO']._serialized_end=350
+  _globals['_READY']._serialized_start=352
+  _globals['_READY']._serialized_end=359
+  _globals['_STARTFAILED']._serialized_start=361
+  _globals['_STARTFAILED']._serialized_end=390
+  _globals['_FINISHED']._serialized_start=392
+  _globals['_FINISHED']._serialized_end=417
+  _globals['_ASSIGNMENT']._serialized_start=420
+  _globals['_ASSIGNMENT']._serialized_end=718
+  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_start=673
+  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_end=718
+  _globals['_GETSTATUSREQUEST']._serialized_start=720
+  _globals['_GETSTATUSREQUEST']._serialized_end=738
+  _globals['_WORKERSTATUS']._serialized_start=741
+  _globals['_WORKERSTATUS']._serialized_end=998
+  _globals['_ASSIGNMENTRECORD']._serialized_start=1001
+  _globals['_ASSIGNMENTRECORD']._serialized_end=1187
+  _globals['_POOLSTATUS']._serialized_start=1190
+  _globals['_POOLSTATUS']._serialized_end=1395
+  _globals['_RECYCLEWORKERREQUEST']._serialized_start=1397
+  _globals['_RECYCLEWORKERREQUEST']._serialized_end=1436
+  _globals['_RECYCLEWORKERRESPONSE']._serialized_start=1438
+  _globals['_RECYCLEWORKERRESPONSE']._serialized_end=1461
+  _globals['_WORKERREGISTRY']._serialized_start=1463
+  _globals['_WORKERREGISTRY']._serialized_end=1552
+  _globals['_POOLADMIN']._serialized_start=1555
+  _globals['_POOLADMIN']._serialized_end=1739
 # @@protoc_insertion_point(module_scope)

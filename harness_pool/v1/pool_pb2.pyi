@@ -18,16 +18,18 @@ class WorkerEvent(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., start_failed: _Optional[_Union[StartFailed, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("pid", "flavor", "warm_seconds", "beam_version")
+    __slots__ = ("pid", "flavor", "warm_seconds", "beam_version", "token")
     PID_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     WARM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BEAM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     pid: int
     flavor: str
     warm_seconds: float
     beam_version: str
-    def __init__(self, pid: _Optional[int] = ..., flavor: _Optional[str] = ..., warm_seconds: _Optional[float] = ..., beam_version: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, pid: _Optional[int] = ..., flavor: _Optional[str] = ..., warm_seconds: _Optional[float] = ..., beam_version: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class Ready(_message.Message):
     __slots__ = ()

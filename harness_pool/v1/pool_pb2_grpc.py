@@ -142,7 +142,8 @@ class PoolAdminServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def RecycleWorker(self, request, context):
-        """Ends one worker now (pooled: its process is stopped and replaced).
+        """Ends one worker now (pooled: its process is stopped and replaced). Served
+        only on the admin address (--admin-address); elsewhere PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

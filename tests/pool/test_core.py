@@ -17,11 +17,22 @@ from harness_pool.pool.core import (
 )
 
 
+def token(pool_id: str) -> str:
+    return f"secret-of-{pool_id}"
+
+
+def spawn(core: PoolCore, now: float) -> tuple[PoolId, ...]:
+    ids = core.plan_spawns(now).spawn
+    for pool_id in ids:
+        core.issue(pool_id, token(pool_id))
+    return ids
+
+
 def warm_pool(n: int, cap: int | None = None) -> PoolCore:
     core = PoolCore(target_idle=n, max_processes=cap or 2 * n)
-    for i, pool_id in enumerate(core.plan_spawns(0.0).spawn):
+    for i, pool_id in enumerate(spawn(core, 0.0)):
         core.spawned(pool_id, 100 + i)
-        core.attach(pool_id, 100 + i, 1.0 + i)
+        core.attach(pool_id, 100 + i, token(pool_id), 1.0 + i)
     return core
 
 
@@ -64,10 +75,17 @@ def test_no_idle_worker_means_none() -> None:
 @pytest.mark.parametrize(
     "setup,call,error",
     [
-        pytest.param(lambda c: None, lambda c: c.attach("stranger-1", 1, 0.0), UnknownWorker,
-                     id="unknown-pool-id"),
-        pytest.param(lambda c: None, lambda c: c.attach("worker-1", 100, 0.0), DuplicateWorker,
-                     id="attach-twice"),
+        pytest.param(lambda c: None, lambda c: c.attach("stranger-1", 1, "x", 0.0),
+                     UnknownWorker, id="unknown-pool-id"),
+        pytest.param(lambda c: None, lambda c: c.attach("worker-1", 100, token("worker-1"), 0.0),
+                     DuplicateWorker, id="attach-twice"),
+        # a claim makes the pool spawn worker-3, which has not attached yet
+        pytest.param(lambda c: (c.claim(RunnerWorkerId("y"), 0.0), spawn(c, 0.0)),
+                     lambda c: c.attach("worker-3", 0, "guessed", 0.0), UnknownWorker,
+                     id="impostor-with-wrong-secret"),
+        pytest.param(lambda c: (c.claim(RunnerWorkerId("y"), 0.0), spawn(c, 0.0)),
+                     lambda c: c.attach("worker-3", 0, "", 0.0), UnknownWorker,
+                     id="impostor-without-secret"),
         pytest.param(lambda c: c.claim(RunnerWorkerId("x"), 0.0),
                      lambda c: c.claim(RunnerWorkerId("x"), 0.0), DuplicateWorker,
                      id="duplicate-runner-id"),
@@ -79,15 +97,15 @@ def test_refusals(setup, call, error) -> None:
     with pytest.raises(error) as info:
         call(core)
     assert ("stranger-1" in str(info.value)) or ("worker-1" in str(info.value)) \
-        or ("'x'" in str(info.value))
+        or ("'x'" in str(info.value)) or ("worker-3" in str(info.value))
 
 
 def test_attach_from_wrong_pid_is_refused() -> None:
     core = PoolCore(1, 2)
-    (pool_id,) = core.plan_spawns(0.0).spawn
+    (pool_id,) = spawn(core, 0.0)
     core.spawned(pool_id, 42)
     with pytest.raises(UnknownWorker, match="pid 42"):
-        core.attach(pool_id, 43, 0.0)
+        core.attach(pool_id, 43, token(pool_id), 0.0)
 
 
 def test_exit_frees_runner_id_and_worker_is_never_reused() -> None:
@@ -127,7 +145,8 @@ def test_cold_deaths_back_off_exponentially_and_reset_on_attach() -> None:
     # while crash-looping, probe one at a time
     plan = core.plan_spawns(now)
     assert len(plan.spawn) == 1
-    core.attach(plan.spawn[0], 0, now)
+    core.issue(plan.spawn[0], "t")
+    core.attach(plan.spawn[0], 0, "t", now)
     assert core.consecutive_crashes == 0
     core.claim(RunnerWorkerId("r"), now)
     assert len(core.plan_spawns(now).spawn) == 1  # no backoff: replacement at once

@@ -193,3 +193,27 @@ def test_oversized_message_fails_that_stage_and_the_sidecar_keeps_serving(
 def _check_equal(x: int, want: int) -> int:
     assert x == want
     return x
+
+
+@pytest.mark.parametrize("service", ["BeamFnData/Data", "BeamFnState/State"])
+def test_a_headerless_stream_that_never_sends_is_cancelled(sidecar_factory, service: str) -> None:
+    """Routed by its first message, such a stream would hold a server thread forever."""
+    import threading
+
+    import grpc
+
+    sidecar = sidecar_factory(workers=0, external_worker_ids=("sdk-1",), warm=False,
+                              first_message_timeout=1.0)
+    never = threading.Event()
+
+    def silent():
+        never.wait(60)
+        yield from ()
+
+    with grpc.insecure_channel(sidecar.address) as channel:
+        call = channel.stream_stream(f"/org.apache.beam.model.fn_execution.v1.{service}")(
+            silent(), timeout=30)
+        with pytest.raises(grpc.RpcError) as info:
+            list(call)
+        never.set()
+    assert info.value.code() is grpc.StatusCode.CANCELLED, info.value

@@ -10,6 +10,7 @@ import pytest
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
 from apache_beam.testing.util import assert_that, equal_to
 
+from harness_pool.flink.local_cluster import free_port
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
@@ -41,20 +42,32 @@ CASES = [
     pytest.param(dict(worker_id="s-2", provision_endpoint=_url("CLOSED")),
                  "provision endpoint 127.0.0.1:", id="unreachable-provision"),
     pytest.param(dict(worker_id="s-3", control_endpoint=_url("127.0.0.1:1"),
-                      params={"NOT=A NAME": "x"}), "params key 'NOT=A NAME'",
+                      params={"NOT=A NAME": "x"}), "params name 'NOT=A NAME'",
                  id="garbage-param-key"),
     pytest.param(dict(worker_id="s-4", control_endpoint=_url("127.0.0.1:1"),
                       params={"_PYTHON_WORKING_DIR": "/nonexistent/dir"}),
                  "'/nonexistent/dir' is not a directory", id="missing-working-dir"),
     pytest.param(dict(worker_id="s-5", control_endpoint=_url("127.0.0.1:1"),
                       params={"X": "a\x00b"}), "NUL byte", id="nul-in-param"),
+    pytest.param(dict(worker_id="s-6", control_endpoint=_url("127.0.0.1:1"),
+                      params={"HUGE": "x" * (1 << 20)}),
+                 "params['HUGE'] is 1048582 bytes; an environment entry holds at most 131072",
+                 id="huge-param-value"),
+    pytest.param(dict(worker_id="w" * 300, control_endpoint=_url("127.0.0.1:1")),
+                 "worker_id is 300 characters; at most 256", id="long-worker-id"),
+    pytest.param(dict(worker_id="s-7\nFAKE LOG LINE", control_endpoint=_url("127.0.0.1:1")),
+                 "worker 's-7\\x0aFAKE LOG LINE': worker_id must be printable ASCII",
+                 id="newline-in-worker-id"),
+    pytest.param(dict(worker_id="s-8", control_endpoint=_url("127.0.0.1:1"),
+                      params={f"BAD={i}": "v" for i in range(5000)}), "and 4996 more problems",
+                 id="error-text-stays-bounded"),
 ]
 
 
 @pytest.fixture(scope="module")
 def shared_sidecar():
     sidecar = Sidecar(SidecarSettings(port=0, workers=1, start_timeout=5, drain_timeout=1,
-                                      stop_grace=1))
+                                      stop_grace=1, admin_address=f"127.0.0.1:{free_port()}"))
     sidecar.start()
     try:
         assert sidecar.wait_warm(timeout=90)
@@ -71,7 +84,9 @@ def test_start_worker_refuses_with_a_clear_error(shared_sidecar: Sidecar, fields
         fields = dict(fields, provision_endpoint=_url(f"127.0.0.1:{_closed_port()}"))
     response = _start(shared_sidecar.address, **fields)
     assert expected in response.error
-    if fields.get("worker_id"):
+    assert len(response.error) <= 2048
+    if fields.get("worker_id") and fields["worker_id"].isprintable() \
+            and len(fields["worker_id"]) < 100:
         assert fields["worker_id"] in response.error
     # nothing was consumed: the warm worker is still there and idle
     assert shared_sidecar.pool.counts()["idle"] == 1
@@ -95,26 +110,26 @@ def _attach(address: str, metadata) -> grpc.RpcError:
 
 
 def test_unknown_pool_id_is_refused_by_name(shared_sidecar: Sidecar) -> None:
-    err = _attach(shared_sidecar.address, (("worker_id", "intruder-7"),))
+    err = _attach(shared_sidecar.worker_address, (("worker_id", "intruder-7"),))
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "intruder-7" in err.details()
 
 
 def test_attach_without_worker_id_header(shared_sidecar: Sidecar) -> None:
-    err = _attach(shared_sidecar.address, ())
+    err = _attach(shared_sidecar.worker_address, ())
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "worker_id" in err.details()
 
 
 def test_second_attach_with_a_live_id_is_refused(shared_sidecar: Sidecar) -> None:
     live = next(w for w in shared_sidecar.status().workers if w.state == "idle")
-    err = _attach(shared_sidecar.address, (("worker_id", live.pool_id),))
+    err = _attach(shared_sidecar.worker_address, (("worker_id", live.pool_id),))
     assert err.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED)
     assert live.pool_id in err.details()
 
 
 def test_recycle_unknown_worker_is_not_found(shared_sidecar: Sidecar) -> None:
-    with grpc.insecure_channel(shared_sidecar.address) as channel:
+    with grpc.insecure_channel(shared_sidecar.settings.admin_address) as channel:
         with pytest.raises(grpc.RpcError) as info:
             pool_pb2_grpc.PoolAdminStub(channel).RecycleWorker(
                 pool_pb2.RecycleWorkerRequest(pool_id="ghost-1"), timeout=5)
