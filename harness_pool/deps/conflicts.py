@@ -49,12 +49,11 @@ class Conflict:
     modules: tuple[str, ...]  # the imported top-level modules that pin the worker's version
 
     def describe(self, beam_version: str) -> str:
-        why = (f"already imported {', '.join(self.modules)}" if self.modules
-                else "always has it loaded")
-        return (f"job needs {self.package} {self.job_version} but this worker {why} from "
-                f"{self.package} {self.worker_version}; build the job against "
-                f"apache-beam=={beam_version} and {self.package}=={self.worker_version} "
-                f"(or a range that includes it), {_OWN_INTERPRETER}")
+        modules = f" (modules {', '.join(self.modules)})" if self.modules else ""
+        return (f"job needs {self.package} {self.job_version} but this worker's fork server "
+                f"already imported {self.package} {self.worker_version}{modules}; build the job "
+                f"against apache-beam=={beam_version} and its {self.package} range (this pool "
+                f"has {self.package}=={self.worker_version}), {_OWN_INTERPRETER}")
 
     def error(self, beam_version: str) -> DependencyConflict:
         return DependencyConflict(self.describe(beam_version), self.package, self.job_version,

@@ -8,12 +8,16 @@ from disk on a free port, recording the ``worker_id`` header of every call;
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import subprocess
 import sys
+import tarfile
 import textwrap
 import threading
 import time
+import zipfile
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -63,14 +67,48 @@ def build_sdist(root: Path, name: str, version: str, requires: tuple[str, ...] =
     return out / f"{name}-{version}.tar.gz"
 
 
-def build_wheel(root: Path, name: str, version: str, requires: tuple[str, ...] = (),
-                module: str = "", out: Path | None = None) -> Path:
-    project = write_project(root, name, version, requires, module)
-    out = out or root / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "--isolated", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "--no-index", "-w", str(out), str(project)],
-                   check=True, capture_output=True, env=_clean_env(), timeout=120)
-    return out / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+def make_wheel(out: Path, name: str, version: str, requires: tuple[str, ...] = (),
+               module: str = "", files: dict[str, bytes] | None = None) -> Path:
+    """A pure-Python wheel (PEP 427) written directly: module ``name`` with VALUE set."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    info = f"{dist}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
+    entries = {
+        f"{name}/__init__.py": (module or f'VALUE = "{name}-{version}"\n').encode(),
+        **{f"{name}/{k}": v for k, v in (files or {}).items()},
+        f"{info}/METADATA": metadata.encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: harness-pool-tests\n"
+                         b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/top_level.txt": f"{name}\n".encode(),
+    }
+    record = "".join(f"{path},sha256={_b64_digest(data)},{len(data)}\n"
+                     for path, data in entries.items()) + f"{info}/RECORD,,\n"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry, data in entries.items():
+            archive.writestr(entry, data)
+        archive.writestr(f"{info}/RECORD", record)
+    return path
+
+
+def make_sdist(out: Path, name: str, version: str, setup_py: str) -> Path:
+    """An sdist written directly: ``name-version/setup.py`` (given) and a package ``name``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{version}.tar.gz"
+    members = {f"{name}-{version}/setup.py": setup_py.encode(),
+               f"{name}-{version}/{name}/__init__.py": f'VALUE = "{name}-{version}"\n'.encode()}
+    with tarfile.open(path, "w:gz") as archive:
+        for member, data in members.items():
+            entry = tarfile.TarInfo(member)
+            entry.size = len(data)
+            archive.addfile(entry, io.BytesIO(data))
+    return path
+
+
+def _b64_digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def sha256(path: Path) -> str:
@@ -105,11 +143,11 @@ class _Recording(artifact_service.ArtifactRetrievalService):
         with self._server.lock:
             self._server.calls.append((method, headers.get("worker_id", "")))
 
-    def ResolveArtifacts(self, request, context=None):  # noqa: N802
+    def ResolveArtifacts(self, request, context=None):
         self._record("ResolveArtifacts", context)
         return super().ResolveArtifacts(request, context)
 
-    def GetArtifact(self, request, context=None):  # noqa: N802
+    def GetArtifact(self, request, context=None):
         self._record("GetArtifact", context)
         yield from super().GetArtifact(request, context)
 
@@ -122,12 +160,12 @@ class _Misbehaving(beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceServicer):
         self._server = server
         self._mode = mode
 
-    def ResolveArtifacts(self, request, context):  # noqa: N802
+    def ResolveArtifacts(self, request, context):
         if self._mode == "silent":
             self._server.release.wait(60)
         return beam_artifact_api_pb2.ResolveArtifactsResponse(replacements=request.artifacts)
 
-    def GetArtifact(self, request, context):  # noqa: N802
+    def GetArtifact(self, request, context):
         payload = beam_runner_api_pb2.ArtifactFilePayload.FromString(
             request.artifact.type_payload)
         data = Path(payload.path).read_bytes()
