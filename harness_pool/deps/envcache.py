@@ -47,6 +47,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from harness_pool.deps.blobs import BlobStore, io_error
 from harness_pool.deps.conflicts import Distribution
@@ -100,7 +101,7 @@ class CacheUsage:
 class EnvLease:
     """One worker's use of one environment; keeps it from eviction until ``close``."""
 
-    def __init__(self, key: EnvKey, path: Path, manifest: dict[str, object],
+    def __init__(self, key: EnvKey, path: Path, manifest: dict[str, Any],
                  lock: FileLock) -> None:
         self.key = key
         self.path = path
@@ -109,12 +110,12 @@ class EnvLease:
 
     @property
     def site_packages(self) -> list[str]:
-        return [str(self.path / rel) for rel in self.manifest.get("site_packages", [])]  # type: ignore[attr-defined]
+        return [str(self.path / rel) for rel in self.manifest.get("site_packages", [])]
 
     @property
     def distributions(self) -> list[Distribution]:
         rows = self.manifest.get("distributions", [])
-        return [Distribution(str(n), str(v), tuple(t)) for n, v, t in rows]  # type: ignore[attr-defined]
+        return [Distribution(str(n), str(v), tuple(t)) for n, v, t in rows]
 
     def close(self) -> None:
         self._lock.release()

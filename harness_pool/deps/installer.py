@@ -167,7 +167,7 @@ class Installer:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise InstallError(f"pip did not finish installing {step.describe()} within "
-                               f"{timeout:.0f}s; it was killed", requirement=", ".join(step.files)
+                               f"{timeout:.3g}s; it was killed", requirement=", ".join(step.files)
                                ) from None
         except BaseException:
             _kill_group(proc)

@@ -43,7 +43,7 @@ from typing import Any
 from harness_pool.deps import manifest as mf
 from harness_pool.deps.artifacts import ArtifactClient
 from harness_pool.deps.conflicts import find_conflicts, sdk_conflict
-from harness_pool.deps.envcache import EnvCache, EnvLease, Outcome
+from harness_pool.deps.envcache import BuildFn, EnvCache, EnvLease, Outcome
 from harness_pool.deps.errors import BadArtifactError
 from harness_pool.deps.installer import Installer
 from harness_pool.deps.plan import NO_ENVIRONMENT, EnvKey, Plan, Runtime, install_steps, make_plan
@@ -161,7 +161,8 @@ def prepare(
     return prepared
 
 
-def _builder(plan: Plan, staged_dir: Path, installer: Installer, deadline: float):  # type: ignore[no-untyped-def]
+def _builder(plan: Plan, staged_dir: Path, installer: Installer,
+             deadline: float) -> BuildFn:
     def build(tmp: Path, final: Path) -> dict[str, object]:
         extra_text = None
         if plan.extra_packages:

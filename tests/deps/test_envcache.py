@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness_pool.deps.envcache import MANIFEST, EnvCache, Outcome
+from harness_pool.deps.envcache import MANIFEST, BuildFn, EnvCache, Outcome
 from harness_pool.deps.errors import CacheBusyError, CacheFullError
 from harness_pool.deps.plan import EnvKey
+from tests.deps.conftest import Packages
 from tests.deps.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def first_line(proc: subprocess.Popen[str]) -> dict:
     return json.loads(line)
 
 
-def slow_build(files: int, pause: float):  # type: ignore[no-untyped-def]
+def slow_build(files: int, pause: float) -> BuildFn:
     def build(tmp: Path, final: Path) -> dict[str, object]:
         tmp.mkdir(parents=True)
         for i in range(files):
@@ -74,7 +75,7 @@ def slow_build(files: int, pause: float):  # type: ignore[no-untyped-def]
     return build
 
 
-def payload_build(size: int):  # type: ignore[no-untyped-def]
+def payload_build(size: int) -> BuildFn:
     def build(tmp: Path, final: Path) -> dict[str, object]:
         tmp.mkdir(parents=True)
         (tmp / "payload").write_bytes(os.urandom(size))
@@ -148,7 +149,7 @@ def test_a_builder_killed_at_random_moments_never_leaves_a_half_environment(
 
 @pytest.mark.slow
 def test_a_real_pip_build_killed_midway_leaves_the_cache_usable(
-        tmp_path: Path, children: Children, packages) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, children: Children, packages: Packages) -> None:
     root = tmp_path / "cache"
     EnvCache(root)
     rng = random.Random(4)

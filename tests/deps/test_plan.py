@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -83,7 +84,8 @@ def test_key_ignores_order_main_session_listing_and_sdk() -> None:
     lambda files, rt: (files, dataclasses.replace(rt, fingerprint="e" * 64)),
 ], ids=["content", "added-file", "renamed-file", "python", "beam", "platform", "interpreter",
         "installed-packages"])
-def test_key_changes_with_content_and_runtime(change) -> None:  # type: ignore[no-untyped-def]
+def test_key_changes_with_content_and_runtime(
+        change: Callable[[list[StagedFile], Runtime], tuple[list[StagedFile], Runtime]]) -> None:
     files, runtime = change(BASE, RUNTIME)
     assert key(files, runtime) != key(BASE)
 
