@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import re
 import site
 import sys
@@ -45,7 +46,7 @@ from harness_pool.deps.artifacts import ArtifactClient
 from harness_pool.deps.conflicts import find_conflicts, sdk_conflict
 from harness_pool.deps.envcache import BuildFn, EnvCache, EnvLease, Outcome
 from harness_pool.deps.errors import BadArtifactError
-from harness_pool.deps.installer import Installer
+from harness_pool.deps.installer import BASE_PTH, Installer
 from harness_pool.deps.plan import NO_ENVIRONMENT, EnvKey, Plan, Runtime, install_steps, make_plan
 from harness_pool.deps.runtime import detect_runtime, imported_modules, installed_distributions
 from harness_pool.deps.staging import StagingStats, stage_artifacts
@@ -86,12 +87,23 @@ class PreparedEnvironment:
     lease: EnvLease | None = None
 
     def activate(self) -> None:
-        """Puts the environment first on ``sys.path`` (with its ``.pth`` files processed)."""
+        """Puts the environment first on ``sys.path``, with its ``.pth`` files processed.
+
+        The environment's own link to the worker's site-packages
+        (``installer.BASE_PTH``) is skipped: those are on ``sys.path`` already,
+        and running their ``.pth`` files twice could install import hooks twice.
+        """
         if not self.sys_path_entries:
             return
         before = list(sys.path)
+        known = {os.path.normcase(os.path.abspath(p)) for p in sys.path if p}
         for entry in self.sys_path_entries:
-            site.addsitedir(entry)
+            if os.path.normcase(entry) not in known:
+                sys.path.append(entry)
+                known.add(os.path.normcase(entry))
+            for name in sorted(os.listdir(entry)):
+                if name.endswith(".pth") and name != BASE_PTH:
+                    site.addpackage(entry, name, known)  # type: ignore[attr-defined]
         added = [p for p in sys.path if p not in before]
         sys.path[:] = added + before
         importlib.invalidate_caches()

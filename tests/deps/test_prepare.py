@@ -231,3 +231,35 @@ def test_an_extra_package_that_was_not_staged_is_refused_without_pip(
     with ArtifactServer() as server, pytest.raises(BadArtifactError, match="ghost-1.0.tar.gz"):
         run_prepare(job, server, cache, tmp_path / "semi", facts)
     assert cache.usage().environments == 0 and cache.counters.build_failures == 1
+
+
+def test_activate_puts_the_environment_first_and_skips_the_link_to_the_worker(
+        tmp_path: Path) -> None:
+    from harness_pool.deps.installer import BASE_PTH
+
+    site_dir = tmp_path / "env" / "site-packages"
+    (site_dir / "shadow").mkdir(parents=True)
+    (site_dir / "shadow" / "__init__.py").write_text("WHERE = 'job'\n")
+    extra = tmp_path / "extra-dir"
+    extra.mkdir()
+    (extra / "viapth.py").write_text("WHERE = 'pth'\n")
+    (site_dir / "extra.pth").write_text(f"{extra}\n")
+    (site_dir / BASE_PTH).write_text("import sys; sys.base_pth_ran = True\n")
+    worker_copy = tmp_path / "worker-site"
+    (worker_copy / "shadow").mkdir(parents=True)
+    (worker_copy / "shadow" / "__init__.py").write_text("WHERE = 'worker'\n")
+    code = (
+        "import json, sys\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(worker_copy)!r})\n"
+        "from harness_pool.deps.prepare import PreparedEnvironment, PrepareStats\n"
+        f"PreparedEnvironment(Path('.'), None, 'k', ({str(site_dir)!r},), PrepareStats())"
+        ".activate()\n"
+        "import shadow, viapth\n"
+        "print(json.dumps([sys.path[:2], shadow.WHERE, viapth.WHERE,"
+        " getattr(sys, 'base_pth_ran', False)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, shadow, via_pth, base_ran = json.loads(out.stdout.strip().splitlines()[-1])
+    assert path == [str(site_dir), str(extra)]
+    assert (shadow, via_pth, base_ran) == ("job", "pth", False)
