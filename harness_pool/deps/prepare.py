@@ -125,6 +125,7 @@ def prepare(
     facts: WorkerFacts | None = None,
     installer: Installer | None = None,
     imported: frozenset[str] | None = None,
+    call_timeout: float = 120.0,
 ) -> PreparedEnvironment:
     """Stages ``dependencies`` (``ProvisionInfo.dependencies``) and returns their environment."""
     began = time.monotonic()
@@ -139,7 +140,8 @@ def prepare(
     artifacts = mf.parse_dependencies(dependencies)
     files = stage_artifacts(
         artifacts, staged_dir, cache.blobs,
-        lambda: ArtifactClient(artifact_endpoint, runner_worker_id), deadline, stats.staging)
+        lambda: ArtifactClient(artifact_endpoint, runner_worker_id, call_timeout=call_timeout),
+        deadline, stats.staging)
     plan = make_plan(files, facts.runtime)
     if plan.sdk is not None:
         _check_sdk(plan, staged_dir, facts.runtime.beam_version)
