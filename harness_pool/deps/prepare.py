@@ -22,8 +22,8 @@ Contract:
   (``time.monotonic()`` seconds) in every RPC, lock wait and pip run;
 - every failure is a ``DependencyError`` (see errors.py) whose text can go
   as is into ``StartWorkerResponse.error``; after a failure the cache is
-  consistent and the worker process should be recycled (it may hold
-  half-imported state of nothing, but its staged dir is incomplete).
+  consistent, nothing of the job was imported, the staged dir may be
+  incomplete: the worker reports the error and is recycled.
 """
 
 from __future__ import annotations

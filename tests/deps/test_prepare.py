@@ -104,17 +104,18 @@ def test_first_stage_builds_later_stages_reuse_without_rpc_or_pip(
     second.close()
 
 
-def tiny_job(tmp_path: Path, wheel: Path, name: str) -> Job:
+def tiny_job(tmp_path: Path, wheel: Path, version: str, name: str) -> Job:
+    """--requirements_file pinning tinypkg, with the wheel from --requirements_cache."""
     return (Job(tmp_path, name).add(wheel.name, wheel)
-            .add(mf.EXTRA_PACKAGES, f"{wheel.name}\n".encode()))
+            .add(mf.REQUIREMENTS, f"tinypkg=={version}\n".encode()))
 
 
 @pytest.mark.slow
 def test_two_jobs_pinning_different_versions_coexist(
         tmp_path: Path, packages: Packages, cache: EnvCache,
         facts: WorkerFacts) -> None:
-    jobs = {"1.0": tiny_job(tmp_path, packages.tiny1, "job-a"),
-            "2.0": tiny_job(tmp_path, packages.tiny2, "job-b")}
+    jobs = {"1.0": tiny_job(tmp_path, packages.tiny1, "1.0", "job-a"),
+            "2.0": tiny_job(tmp_path, packages.tiny2, "2.0", "job-b")}
     prepared: dict[str, PreparedEnvironment] = {}
     errors: list[BaseException] = []
     with ArtifactServer() as server:
