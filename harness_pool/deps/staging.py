@@ -21,17 +21,25 @@ Threads: none of its own; the caller's thread does the RPCs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harness_pool.deps import manifest as mf
 from harness_pool.deps.artifacts import ArtifactClient
 from harness_pool.deps.blobs import BlobStore, io_error
-from harness_pool.deps.errors import ArtifactIntegrityError, BadArtifactError
+from harness_pool.deps.errors import (
+    ArtifactIntegrityError,
+    ArtifactUnavailableError,
+    BadArtifactError,
+)
 from harness_pool.deps.manifest import Artifact, parse_dependencies
 from harness_pool.deps.plan import StagedFile
 
 ClientFactory = Callable[[], ArtifactClient]
+
+_LOG = logging.getLogger("harness_pool.deps.staging")
 
 
 @dataclasses.dataclass
@@ -103,26 +111,40 @@ def _fetch(missing: Sequence[Artifact], client: ArtifactClient, blobs: BlobStore
             f"{len(replacements)}; this worker needs one replacement per artifact")
     resolved = parse_dependencies(replacements)
     for artifact, replacement, parsed in zip(missing, replacements, resolved):
-        declared = artifact.declared_sha256 or parsed.declared_sha256
-        with blobs.partial() as (path, handle):
-            try:
-                sha, size = client.fetch(artifact, replacement, handle, deadline)
-            except OSError as exc:
-                raise io_error(f"writing {artifact.describe()}", exc) from exc
-            if declared and sha != declared:
-                raise ArtifactIntegrityError(
-                    f"{artifact.describe()} from {client.endpoint}: received {size} bytes with "
-                    f"sha256 {sha}, the manifest declares {declared} (truncated or corrupt)")
-            blobs.commit(path, handle, sha)
-        blobs.remember(artifact.identity, sha)
-        known[artifact.index] = sha
-        stats.fetched += 1
-        stats.bytes_fetched += size
+        try:
+            _fetch_one(artifact, replacement, parsed, client, blobs, deadline, known, stats)
+        except ArtifactUnavailableError as exc:
+            if artifact.name != mf.SUBMISSION_ENVIRONMENT:
+                raise
+            # informational only; Beam's boot ignores this one failure too
+            _LOG.warning("skipping %s: %s", artifact.describe(), exc)
+
+
+def _fetch_one(artifact: Artifact, replacement: object, parsed: Artifact,
+               client: ArtifactClient, blobs: BlobStore, deadline: float,
+               known: dict[int, str], stats: StagingStats) -> None:
+    declared = artifact.declared_sha256 or parsed.declared_sha256
+    with blobs.partial() as (path, handle):
+        try:
+            sha, size = client.fetch(artifact, replacement, handle, deadline)
+        except OSError as exc:
+            raise io_error(f"writing {artifact.describe()}", exc) from exc
+        if declared and sha != declared:
+            raise ArtifactIntegrityError(
+                f"{artifact.describe()} from {client.endpoint}: received {size} bytes with "
+                f"sha256 {sha}, the manifest declares {declared} (truncated or corrupt)")
+        blobs.commit(path, handle, sha)
+    blobs.remember(artifact.identity, sha)
+    known[artifact.index] = sha
+    stats.fetched += 1
+    stats.bytes_fetched += size
 
 
 def _staged_files(artifacts: Sequence[Artifact], known: dict[int, str]) -> list[StagedFile]:
     by_name: dict[str, StagedFile] = {}
     for artifact in artifacts:
+        if artifact.index not in known:
+            continue  # skipped (see _fetch)
         staged = StagedFile(artifact.name, known[artifact.index], artifact.role)
         other = by_name.get(artifact.name)
         if other is not None and other.sha256 != staged.sha256:

@@ -154,11 +154,13 @@ class _Recording(artifact_service.ArtifactRetrievalService):
 
 class _Misbehaving(beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceServicer):
     """``silent``: never answers; ``cut``: sends some bytes, then fails the stream;
-    ``short``: sends the first half and ends the stream as if complete."""
+    ``short``: sends the first half and ends the stream as if complete. With ``only``,
+    files whose path does not end with it are served whole."""
 
-    def __init__(self, server: ArtifactServer, mode: str) -> None:
+    def __init__(self, server: ArtifactServer, mode: str, only: str = "") -> None:
         self._server = server
         self._mode = mode
+        self._only = only
 
     def ResolveArtifacts(self, request, context):
         if self._mode == "silent":
@@ -169,6 +171,9 @@ class _Misbehaving(beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceServicer):
         payload = beam_runner_api_pb2.ArtifactFilePayload.FromString(
             request.artifact.type_payload)
         data = Path(payload.path).read_bytes()
+        if self._only and not payload.path.endswith(self._only):
+            yield beam_artifact_api_pb2.GetArtifactResponse(data=data)
+            return
         half = data[: max(1, len(data) // 2)]
         yield beam_artifact_api_pb2.GetArtifactResponse(data=half)
         if self._mode == "cut":
@@ -178,12 +183,12 @@ class _Misbehaving(beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceServicer):
 class ArtifactServer:
     """A real gRPC ArtifactRetrievalService on 127.0.0.1:<free port>."""
 
-    def __init__(self, mode: str = "beam") -> None:
+    def __init__(self, mode: str = "beam", only: str = "") -> None:
         self.calls: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        servicer: Any = _Recording(self) if mode == "beam" else _Misbehaving(self, mode)
+        servicer: Any = _Recording(self) if mode == "beam" else _Misbehaving(self, mode, only)
         beam_artifact_api_pb2_grpc.add_ArtifactRetrievalServiceServicer_to_server(
             servicer, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")

@@ -195,3 +195,16 @@ def test_two_artifacts_with_one_name_and_different_content_are_refused(tmp_path:
     deps = [file_artifact(tmp_path / "a", "same.whl"), file_artifact(tmp_path / "b", "same.whl")]
     with ArtifactServer() as server, pytest.raises(BadArtifactError, match="'same.whl'"):
         stage(deps, server.endpoint, tmp_path / "semi", BlobStore(tmp_path / "blobs"))
+
+
+def test_a_failing_submission_listing_is_skipped_as_beams_boot_does(tmp_path: Path,
+                                                                   job: list) -> None:
+    listing = tmp_path / "runner" / "job-1" / "w-submission_environment_dependencies.txt"
+    listing.write_text("apache-beam==2.61.0\n")
+    deps = job + [file_artifact(listing, mf.SUBMISSION_ENVIRONMENT)]
+    with ArtifactServer("cut", only=mf.SUBMISSION_ENVIRONMENT) as server:
+        files, stats = stage(deps, server.endpoint, tmp_path / "semi", BlobStore(tmp_path / "b"))
+    assert sorted(f.name for f in files) == sorted(["mypkg-0.1.tar.gz", mf.REQUIREMENTS,
+                                                    mf.MAIN_SESSION])
+    assert stats.fetched == 3
+    assert not (tmp_path / "semi" / "staged" / mf.SUBMISSION_ENVIRONMENT).exists()
