@@ -62,12 +62,11 @@ def pip_argv(python: str, target_python: str, staged: str, step: InstallStep) ->
             "--no-index", "--find-links", staged, "--no-build-isolation", "--no-cache-dir",
             "--disable-pip-version-check", "--no-input", "--no-warn-script-location",
             "--root-user-action=ignore", "--progress-bar=off"]
-    paths = [os.path.join(staged, name) for name in step.files]
-    if step.kind is StepKind.REQUIREMENTS:
-        return argv + [arg for path in paths for arg in ("-r", path)]
     if step.kind is StepKind.FORCE_EXTRA:
-        return argv + ["--upgrade", "--force-reinstall", "--no-deps", *paths]
-    return argv + paths  # StepKind.RESOLVE
+        argv += ["--upgrade", "--force-reinstall", "--no-deps"]
+    for name in step.requirements:
+        argv += ["-r", os.path.join(staged, name)]
+    return argv + [os.path.join(staged, name) for name in step.files]
 
 
 def pip_failure(output: str) -> tuple[str, str]:
@@ -156,7 +155,7 @@ class Installer:
         timeout = min(self.pip_timeout, deadline - self._clock())
         if timeout <= 0:
             raise InstallError(f"no time left to install {step.describe()} (StartWorker "
-                               "deadline passed)", requirement=", ".join(step.files))
+                               "deadline passed)", requirement=_names(step))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
         env["PYTHONNOUSERSITE"] = "1"
         self.pip_runs += 1
@@ -167,7 +166,7 @@ class Installer:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise InstallError(f"pip did not finish installing {step.describe()} within "
-                               f"{timeout:.3g}s; it was killed", requirement=", ".join(step.files)
+                               f"{timeout:.3g}s; it was killed", requirement=_names(step)
                                ) from None
         except BaseException:
             _kill_group(proc)
@@ -183,7 +182,11 @@ class Installer:
             f"pip could not install {step.describe()}"
             + (f" (requirement {requirement})" if requirement else "")
             + f"; pip exited {proc.returncode}: {last}",
-            requirement=requirement or ", ".join(step.files), pip_line=last)
+            requirement=requirement or _names(step), pip_line=last)
+
+
+def _names(step: InstallStep) -> str:
+    return ", ".join(step.requirements + step.files)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

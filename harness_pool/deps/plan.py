@@ -6,11 +6,15 @@ Pure: no I/O. Two decisions, in the order the worker needs them:
    content hashes alone (no file is read), which install duties exist, and
    the environment's cache key. A job with nothing to install gets
    ``NO_ENVIRONMENT``: no pip, no cache entry, no lock.
-2. ``install_steps(plan, extra_packages_text)``: the pip steps, in the order
-   Beam's container boot (2.61, ``sdks/python/container/boot.go``) runs them:
-   requirements files, then the ``--extra_package`` files (the job's copy
-   replaces the worker's, without touching dependencies), then their
-   dependencies and the ``--setup_file`` sdist (``workflow.tar.gz``).
+2. ``install_steps(plan, extra_packages_text)``: at most two pip runs doing
+   what Beam's container boot (2.61, ``sdks/python/container/boot.go``) does
+   in up to 2 + 2n + 1: first the ``--extra_package`` files with
+   ``--force-reinstall --no-deps`` (the job's copy replaces the worker's,
+   dependencies untouched), then one run for the requirements files, the
+   extra packages' dependencies and the ``--setup_file`` sdist
+   (``workflow.tar.gz``). One resolution instead of several in a row: a pin
+   in the requirements that an extra package contradicts is pip's clear
+   error instead of a silent last-one-wins.
 
 Invariants:
 - the key is a function of the content of every staged file that can reach
@@ -68,9 +72,8 @@ class StagedFile:
 
 
 class StepKind(enum.Enum):
-    REQUIREMENTS = "requirements"  # pip install -r each requirements file
     FORCE_EXTRA = "extra_packages"  # the job's --extra_package files replace the worker's copies
-    RESOLVE = "dependencies"  # their dependencies, and the --setup_file sdist
+    INSTALL = "install"  # requirements files, the extra packages' dependencies, the workflow
 
     def __str__(self) -> str:
         return self.value
@@ -79,17 +82,17 @@ class StepKind(enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class InstallStep:
     kind: StepKind
-    files: tuple[str, ...]
+    files: tuple[str, ...] = ()  # staged packages, installed by path
+    requirements: tuple[str, ...] = ()  # staged requirements files (pip -r)
 
     def describe(self) -> str:
-        return _DESCRIBE[self.kind] + ", ".join(self.files)
-
-
-_DESCRIBE = {
-    StepKind.REQUIREMENTS: "requirements from ",
-    StepKind.FORCE_EXTRA: "extra packages ",
-    StepKind.RESOLVE: "dependencies of ",
-}
+        parts = []
+        if self.requirements:
+            parts.append("requirements from " + ", ".join(self.requirements))
+        if self.files:
+            noun = "extra packages " if self.kind is StepKind.FORCE_EXTRA else "packages "
+            parts.append(noun + ", ".join(self.files))
+        return " and ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +163,6 @@ def extra_package_names(text: str, staged: Iterable[str]) -> tuple[str, ...]:
 def install_steps(plan: Plan, extra_packages_text: str | None) -> list[InstallStep]:
     """The pip steps for ``plan``; ``extra_packages_text`` is the staged list, if any."""
     steps: list[InstallStep] = []
-    if plan.requirements:
-        steps.append(InstallStep(StepKind.REQUIREMENTS, plan.requirements))
     extras: tuple[str, ...] = ()
     if plan.extra_packages:
         if extra_packages_text is None:
@@ -169,7 +170,7 @@ def install_steps(plan: Plan, extra_packages_text: str | None) -> list[InstallSt
         extras = extra_package_names(extra_packages_text, (f.name for f in plan.files))
         if extras:
             steps.append(InstallStep(StepKind.FORCE_EXTRA, extras))
-    resolve = extras + ((manifest.WORKFLOW,) if plan.workflow else ())
-    if resolve:
-        steps.append(InstallStep(StepKind.RESOLVE, resolve))
+    packages = extras + ((manifest.WORKFLOW,) if plan.workflow else ())
+    if packages or plan.requirements:
+        steps.append(InstallStep(StepKind.INSTALL, packages, plan.requirements))
     return steps

@@ -44,7 +44,7 @@ def main() -> int:
             log.write(f"{os.getpid()}\n")
         if args.wheel:
             wheel = Path(args.wheel)
-            step = InstallStep(StepKind.RESOLVE, (wheel.name,))
+            step = InstallStep(StepKind.INSTALL, (wheel.name,))
             return Installer().build(tmp, final, [step], wheel.parent,
                                      time.monotonic() + args.deadline)
         tmp.mkdir(parents=True)

@@ -23,13 +23,14 @@ STAGED = "/semi/staged"
 
 
 @pytest.mark.parametrize("step, tail", [
-    (InstallStep(StepKind.REQUIREMENTS, ("requirements.txt", "ab-req.txt")),
+    (InstallStep(StepKind.INSTALL, (), ("requirements.txt", "ab-req.txt")),
      ["-r", f"{STAGED}/requirements.txt", "-r", f"{STAGED}/ab-req.txt"]),
     (InstallStep(StepKind.FORCE_EXTRA, ("a-1.tar.gz",)),
      ["--upgrade", "--force-reinstall", "--no-deps", f"{STAGED}/a-1.tar.gz"]),
-    (InstallStep(StepKind.RESOLVE, ("a-1.tar.gz", "workflow.tar.gz")),
-     [f"{STAGED}/a-1.tar.gz", f"{STAGED}/workflow.tar.gz"]),
-], ids=["requirements", "force-extra", "resolve"])
+    (InstallStep(StepKind.INSTALL, ("a-1.tar.gz", "workflow.tar.gz"), ("requirements.txt",)),
+     ["-r", f"{STAGED}/requirements.txt", f"{STAGED}/a-1.tar.gz",
+      f"{STAGED}/workflow.tar.gz"]),
+], ids=["requirements", "force-extra", "install-all"])
 def test_pip_argv_uses_staged_files_only(step: InstallStep, tail: list[str]) -> None:
     argv = pip_argv("/w/python", "/env/bin/python", STAGED, step)
     assert argv[:7] == ["/w/python", "-m", "pip", "--isolated", "--python", "/env/bin/python",
@@ -91,12 +92,11 @@ def test_a_job_environment_wins_over_the_worker_without_reinstalling_what_it_has
     make_wheel(staged, "six", "1.0.0", module="VALUE = 'job six'\n__version__ = '1.0.0'\n")
     (staged / mf.REQUIREMENTS).write_text("reqpkg==2.0\n")
     extras = ("mypkg-0.1.tar.gz", "six-1.0.0-py3-none-any.whl")
-    steps = [InstallStep(StepKind.REQUIREMENTS, (mf.REQUIREMENTS,)),
-             InstallStep(StepKind.FORCE_EXTRA, extras),
-             InstallStep(StepKind.RESOLVE, extras + (mf.WORKFLOW,))]
+    steps = [InstallStep(StepKind.FORCE_EXTRA, extras),
+             InstallStep(StepKind.INSTALL, extras + (mf.WORKFLOW,), (mf.REQUIREMENTS,))]
     installer = Installer()
     env, facts = build(tmp_path, steps, staged, installer=installer)
-    assert installer.pip_runs == 3
+    assert installer.pip_runs == 2
     names = {name: version for name, version, _ in facts["distributions"]}
     assert names == {"mypkg": "0.1", "reqpkg": "2.0", "six": "1.0.0", "wfpkg": "1.0"}
     seen = probe(env, facts, (
@@ -115,7 +115,7 @@ def test_a_requirement_that_cannot_be_met_names_it_and_pips_last_line(
     shutil.copy(packages.needs_missing, staged)
     (staged / mf.REQUIREMENTS).write_text("needy==1.0\n")
     with pytest.raises(InstallError) as err:
-        build(tmp_path, [InstallStep(StepKind.REQUIREMENTS, (mf.REQUIREMENTS,))], staged)
+        build(tmp_path, [InstallStep(StepKind.INSTALL, (), (mf.REQUIREMENTS,))], staged)
     assert err.value.requirement == "nosuchdep==9.9"
     last = "ERROR: No matching distribution found for nosuchdep==9.9 (from needy)"
     assert err.value.pip_line == last
@@ -143,9 +143,9 @@ def test_a_pip_run_past_its_time_is_killed_with_its_children(tmp_path: Path,
     shutil.copy(packages.tiny1, staged)
     installer = Installer(pip_timeout=0.3)
     began = time.monotonic()
-    with pytest.raises(InstallError, match="did not finish installing dependencies of "
+    with pytest.raises(InstallError, match="did not finish installing packages "
                                            "tinypkg-1.0-py3-none-any.whl within 0.3s"):
-        build(tmp_path, [InstallStep(StepKind.RESOLVE, (packages.tiny1.name,))], staged,
+        build(tmp_path, [InstallStep(StepKind.INSTALL, (packages.tiny1.name,))], staged,
               installer=installer)
     assert time.monotonic() - began < 30
     leftovers = subprocess.run(["pgrep", "-f", f"--find-links {staged}"], capture_output=True,
@@ -158,7 +158,7 @@ def test_no_time_left_runs_no_pip(tmp_path: Path) -> None:
     with pytest.raises(InstallError, match="no time left to install requirements from "
                                            "requirements.txt"):
         installer.build(tmp_path / "t", tmp_path / "f",
-                        [InstallStep(StepKind.REQUIREMENTS, (mf.REQUIREMENTS,))], tmp_path,
+                        [InstallStep(StepKind.INSTALL, (), (mf.REQUIREMENTS,))], tmp_path,
                         time.monotonic() - 1)
     assert installer.pip_runs == 0
 

@@ -90,23 +90,30 @@ def test_key_changes_with_content_and_runtime(
     assert key(files, runtime) != key(BASE)
 
 
-def test_steps_follow_beams_boot_order() -> None:
+def test_extra_packages_are_forced_first_then_everything_resolves_in_one_run() -> None:
     files = [f(mf.REQUIREMENTS), f("x-req.txt", role=Role.PIP_REQUIREMENTS),
              f(mf.EXTRA_PACKAGES), f("b-1.0.tar.gz"), f("a-2.0-py3-none-any.whl"),
              f(mf.WORKFLOW)]
     steps = install_steps(make_plan(files, RUNTIME),
                           "b-1.0.tar.gz\n\n  a-2.0-py3-none-any.whl  \nb-1.0.tar.gz\n")
+    extras = ("b-1.0.tar.gz", "a-2.0-py3-none-any.whl")
     assert steps == [
-        InstallStep(StepKind.REQUIREMENTS, (mf.REQUIREMENTS, "x-req.txt")),
-        InstallStep(StepKind.FORCE_EXTRA, ("b-1.0.tar.gz", "a-2.0-py3-none-any.whl")),
-        InstallStep(StepKind.RESOLVE, ("b-1.0.tar.gz", "a-2.0-py3-none-any.whl", mf.WORKFLOW)),
+        InstallStep(StepKind.FORCE_EXTRA, extras),
+        InstallStep(StepKind.INSTALL, extras + (mf.WORKFLOW,), (mf.REQUIREMENTS, "x-req.txt")),
     ]
-    assert steps[1].describe() == "extra packages b-1.0.tar.gz, a-2.0-py3-none-any.whl"
+    assert steps[0].describe() == "extra packages b-1.0.tar.gz, a-2.0-py3-none-any.whl"
+    assert steps[1].describe() == ("requirements from requirements.txt, x-req.txt and packages "
+                                   "b-1.0.tar.gz, a-2.0-py3-none-any.whl, workflow.tar.gz")
+
+
+def test_requirements_alone_are_one_run() -> None:
+    assert install_steps(make_plan([f(mf.REQUIREMENTS)], RUNTIME), None) == [
+        InstallStep(StepKind.INSTALL, (), (mf.REQUIREMENTS,))]
 
 
 def test_workflow_alone_is_one_plain_install() -> None:
     assert install_steps(make_plan([f(mf.WORKFLOW)], RUNTIME), None) == [
-        InstallStep(StepKind.RESOLVE, (mf.WORKFLOW,))]
+        InstallStep(StepKind.INSTALL, (mf.WORKFLOW,))]
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -90,7 +90,7 @@ def test_first_stage_builds_later_stages_reuse_without_rpc_or_pip(
         assert len(server.calls) == calls  # no ResolveArtifacts, no GetArtifact
     print(f"\nprepare: cold {cold * 1000:.0f} ms ({first.stats.pip_runs} pip runs), "
           f"warm {warm * 1000:.1f} ms")
-    assert first.stats.outcome == str(Outcome.BUILT) and first.stats.pip_runs == 3
+    assert first.stats.outcome == str(Outcome.BUILT) and first.stats.pip_runs == 2
     assert second.stats.outcome == str(Outcome.HIT) and second.stats.pip_runs == 0
     assert (second.stats.staging.reused, second.stats.staging.rpcs) == (6, 0)
     assert first.env_key == second.env_key != NO_ENVIRONMENT
