@@ -18,13 +18,16 @@ Three ways to give one SDK worker a Beam job's dependencies, each timed from
   included: the phase 2 benchmark adds them by measuring real processes.
 
 Run ``.venv/bin/python -m bench.deps_blocks [--rounds 3]`` for a quick look;
-prints one JSON object with the medians in milliseconds.
+prints one JSON object with the medians in milliseconds: wall time, and CPU
+time (this process plus its children: pip, setuptools), which a busy machine
+disturbs much less than wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -100,25 +103,37 @@ def _run(argv: list[str], check: bool = True) -> None:
     subprocess.run(argv, check=check, capture_output=True, timeout=600)
 
 
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _measure(times: dict[str, list[float]], name: str, run: Any, *args: Any) -> None:
+    cpu = _cpu()
+    times[name].append(run(*args))
+    times[name + "_cpu"].append(_cpu() - cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hp-deps-bench-"))
-    times: dict[str, list[float]] = {"prepare_cold": [], "prepare_warm": [],
-                                     "container_boot": []}
+    names = ("prepare_cold", "prepare_warm", "container_boot")
+    times: dict[str, list[float]] = {n + s: [] for n in names for s in ("", "_cpu")}
     try:
         deps = make_beam_job(root)
         facts = WorkerFacts.detect()
         with ArtifactServer() as server:
             for n in range(args.rounds):
                 cache = EnvCache(root / f"cache-{n}")
-                times["prepare_cold"].append(
-                    prepare_once(deps, server.endpoint, cache, facts, root / f"cold-{n}"))
-                times["prepare_warm"].append(
-                    prepare_once(deps, server.endpoint, cache, facts, root / f"warm-{n}"))
-                times["container_boot"].append(
-                    container_boot(deps, server.endpoint, root / f"boot-{n}"))
+                _measure(times, "prepare_cold", prepare_once, deps, server.endpoint, cache,
+                         facts, root / f"cold-{n}")
+                _measure(times, "prepare_warm", prepare_once, deps, server.endpoint, cache,
+                         facts, root / f"warm-{n}")
+                _measure(times, "container_boot", container_boot, deps, server.endpoint,
+                         root / f"boot-{n}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({name: round(statistics.median(values) * 1000, 1)
