@@ -1,0 +1,76 @@
+"""Settings of job-dependency preparation, for the sidecar's flags (phase 2 wires them).
+
+Each default says why it is what it is. ``validate()`` reports every problem
+at once, each naming the flag, the value and what was expected;
+``parse_size`` reads Kubernetes-style quantities (``512Mi``, ``2Gi``, ``1G``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from harness_pool._errors import ConfigError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?)?[Bb]?\s*$")
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``"2Gi"`` → 2147483648; a ``ValueError`` naming the text otherwise."""
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 512Mi, 2Gi, 1G, 1048576)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+@dataclasses.dataclass
+class DepsSettings:
+    cache_dir: str = "/var/cache/harness-pool"
+    """Root of the environment cache (``--env-cache-dir``): mount an ``emptyDir`` there so
+    environments outlive worker processes but not the pod; shared by every worker of the
+    pod, never by two pods."""
+
+    cache_size: int = 2 * 2**30
+    """``--env-cache-size``: environments and retrieved artifacts are evicted, least
+    recently used and not in use first, above this many bytes. Keep it below the
+    volume's ``sizeLimit`` by at least the largest job environment (a build happens
+    before eviction). 2 GiB fits a few jobs with numpy/pandas-sized dependencies."""
+
+    pip_timeout: float = 600.0
+    """Bound on one pip run; the StartWorker deadline bounds it further. Building sdists
+    of large packages on a busy node can take minutes; a hung pip must not hold a slot
+    forever."""
+
+    prepare_timeout: float = 900.0
+    """Bound on a whole ``prepare`` (artifact downloads, waiting for another worker's
+    build, pip). Beam's runners wait for the worker's control channel; Flink's default
+    for that is long, so the first stage of a job may take this long before failing."""
+
+    call_timeout: float = 120.0
+    """Bound on one artifact RPC (Beam's Go boot dials for 2 minutes)."""
+
+    def validate(self) -> DepsSettings:
+        problems = []
+        if not self.cache_dir.startswith("/"):
+            problems.append(f"--env-cache-dir: {self.cache_dir!r} must be an absolute path")
+        if self.cache_size < 0:
+            problems.append(f"--env-cache-size: {self.cache_size} must be 0 (unbounded) or "
+                            "a positive number of bytes")
+        for flag, value in (("--pip-timeout", self.pip_timeout),
+                            ("--prepare-timeout", self.prepare_timeout),
+                            ("--artifact-call-timeout", self.call_timeout)):
+            if value <= 0:
+                problems.append(f"{flag}: {value} must be a positive number of seconds")
+        if self.pip_timeout > self.prepare_timeout > 0:
+            problems.append(f"--pip-timeout: {self.pip_timeout} is above --prepare-timeout "
+                            f"{self.prepare_timeout}; a pip run could never use it all")
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def max_bytes(self) -> int | None:
+        return self.cache_size or None
