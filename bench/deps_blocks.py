@@ -79,7 +79,7 @@ def container_boot(deps: list[Any], endpoint: str, workdir: Path) -> float:
     artifacts = mf.parse_dependencies(deps)
     with ArtifactClient(endpoint, "1-1") as client:
         replacements = client.resolve(artifacts, time.monotonic() + 120)
-        for artifact, replacement in zip(artifacts, replacements):
+        for artifact, replacement in zip(artifacts, replacements, strict=True):
             with open(staged / artifact.name, "wb") as out:
                 client.fetch(artifact, replacement, out, time.monotonic() + 120)
     env = workdir / "venv"

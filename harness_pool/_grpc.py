@@ -201,7 +201,7 @@ def http2_answers(url: str, timeout: float, active: Callable[[], bool] = lambda:
                     sock.settimeout(min(0.25, max(0.001, deadline - time.monotonic())))
                     try:
                         head = sock.recv(9)
-                    except socket.timeout:
+                    except TimeoutError:
                         continue
                     return len(head) >= 4 and head[3] == 0x4  # a SETTINGS frame
                 return False

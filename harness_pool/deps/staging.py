@@ -110,7 +110,7 @@ def _fetch(missing: Sequence[Artifact], client: ArtifactClient, blobs: BlobStore
             f"artifact service at {client.endpoint} resolved {len(missing)} artifact(s) into "
             f"{len(replacements)}; this worker needs one replacement per artifact")
     resolved = parse_dependencies(replacements)
-    for artifact, replacement, parsed in zip(missing, replacements, resolved):
+    for artifact, replacement, parsed in zip(missing, replacements, resolved, strict=True):
         try:
             _fetch_one(artifact, replacement, parsed, client, blobs, deadline, known, stats)
         except ArtifactUnavailableError as exc:

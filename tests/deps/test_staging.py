@@ -57,11 +57,12 @@ def test_stages_every_artifact_under_its_name_sending_the_runners_worker_id(
     assert [m for m, _ in calls] == ["ResolveArtifacts"] + ["GetArtifact"] * 3
     assert {w for _, w in calls} == {"3-1"}
     staged = tmp_path / "semi" / "staged"
-    for dep, name in zip(job, ["mypkg-0.1.tar.gz", mf.REQUIREMENTS, mf.MAIN_SESSION]):
+    for dep, name in zip(job, ["mypkg-0.1.tar.gz", mf.REQUIREMENTS, mf.MAIN_SESSION], strict=True):
         assert (staged / name).read_bytes() == payload_path(dep).read_bytes()
     assert {f.name: f.sha256 for f in files} == {
         name: sha256(payload_path(dep))
-        for dep, name in zip(job, ["mypkg-0.1.tar.gz", mf.REQUIREMENTS, mf.MAIN_SESSION])}
+        for dep, name in zip(job, ["mypkg-0.1.tar.gz", mf.REQUIREMENTS, mf.MAIN_SESSION],
+                             strict=True)}
     assert (stats.fetched, stats.reused, stats.rpcs) == (3, 0, 4)
     assert stats.bytes_fetched == sum(payload_path(d).stat().st_size for d in job)
     assert sorted(p.name for p in staged.iterdir()) == sorted(
