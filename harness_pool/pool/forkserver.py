@@ -355,6 +355,15 @@ class ForkServerLauncher:
     # -- Launcher -------------------------------------------------------------
 
     def launch(self, spec: SpawnSpec) -> ForkedProcess:
+        server = self._ensure()
+        try:
+            return server.fork(spec)
+        except OSError:
+            if not server.ended.wait(2.0) and server.alive:
+                raise
+        # The zygote died between the liveness check and the command (a SIGKILLed
+        # process can look alive for a moment: /proc shows it a zombie before
+        # waitpid can reap it). Once more, on a new generation.
         return self._ensure().fork(spec)
 
     def helper_pids(self) -> set[int]:
