@@ -22,7 +22,7 @@ import pytest
 from harness_pool import boot
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
-from tests.sidecar_fixtures import pid_alive
+from tests.sidecar_fixtures import process_marks, still_running
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
 JOBS = Path(__file__).resolve().parent / "flink" / "jobs"
@@ -37,7 +37,7 @@ class PoolOnFlink:
         self.settings = SidecarSettings(port=self.port, workers=4, max_processes=12,
                                         flavor="pyflink", drain_timeout=2, stop_grace=2)
         self.sidecar: Sidecar | None = None
-        self.pids: set[int] = set()
+        self.pids: dict[int, int] = {}  # worker pid -> start time (pids are reused)
         self.cluster = LocalFlinkCluster(
             workdir, slots=4, env={"PYTHON_LOOPBACK_SERVER_ADDRESS": self.address},
             conf={
@@ -57,7 +57,7 @@ class PoolOnFlink:
 
     def stop_sidecar(self) -> None:
         if self.sidecar is not None:
-            self.pids.update(w.pid for w in self.sidecar.status().workers if w.pid)
+            self.pids.update(process_marks(w.pid for w in self.sidecar.status().workers if w.pid))
             self.sidecar.stop()
             self.sidecar = None
 
@@ -90,5 +90,5 @@ def pool_on_flink(tmp_path_factory: pytest.TempPathFactory,
         if request.session.testsfailed and env.cluster.log_dir.exists():
             target = ARTIFACTS / f"pool-on-flink-{time.strftime('%Y%m%d-%H%M%S')}"
             shutil.copytree(env.cluster.log_dir, target, dirs_exist_ok=True)
-        leaked = [p for p in env.pids if pid_alive(p)]
+        leaked = still_running(env.pids)
         assert not leaked, f"pooled workers left behind: {leaked}"

@@ -8,11 +8,12 @@ checks that every worker process they started is gone.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
+from harness_pool.pool import reaping
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
 
@@ -30,16 +31,36 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_marks(pids: Iterable[int]) -> dict[int, int]:
+    """The processes among ``pids`` running now, each with its start time.
+
+    Pids are reused quickly here (``pid_max`` is 32768 and a session starts
+    thousands of processes): a leak check must compare the process, not the number.
+    """
+    marks = {}
+    for pid in pids:
+        ticks = reaping.start_ticks(pid)
+        if ticks is not None and reaping.state(pid) != "Z":
+            marks[pid] = ticks
+    return marks
+
+
+def still_running(marks: dict[int, int]) -> list[int]:
+    """The processes of ``marks`` that still run (the same process, not a zombie)."""
+    return [pid for pid, ticks in marks.items() if reaping.is_same(pid, ticks)]
+
+
 def stop_all(started: list[Sidecar]) -> None:
     """Stops every sidecar and fails if any worker process it started is still alive."""
-    pids: set[int] = set()
+    marks: dict[int, int] = {}
     for sidecar in started:
-        pids.update(w.pid for w in sidecar.status().workers if w.pid)
+        pids = {w.pid for w in sidecar.status().workers if w.pid}
         launcher = sidecar._owned_launcher
         if launcher is not None:
             pids.update(launcher.helper_pids())  # fork servers
+        marks.update(process_marks(pids))
         sidecar.stop()
-    leaked = [pid for pid in pids if pid_alive(pid)]
+    leaked = still_running(marks)
     assert not leaked, f"worker or fork-server processes left behind: {leaked}"
 
 
