@@ -52,6 +52,12 @@ class DepsSettings:
     call_timeout: float = 120.0
     """Bound on one artifact RPC (Beam's Go boot dials for 2 minutes)."""
 
+    interpreter_idle: float = 300.0
+    """``--interpreter-idle-timeout``: a job interpreter's fork server (PyFlink
+    ``python.executable`` inside ``python.archives``) is stopped after this many seconds
+    without a worker; it is started again (seconds of imports) at the job's next stage.
+    Five minutes spans the pauses between a streaming job's restarts."""
+
     def validate(self) -> DepsSettings:
         problems = []
         if not self.cache_dir.startswith("/"):
@@ -61,7 +67,8 @@ class DepsSettings:
                             "a positive number of bytes")
         for flag, value in (("--pip-timeout", self.pip_timeout),
                             ("--prepare-timeout", self.prepare_timeout),
-                            ("--artifact-call-timeout", self.call_timeout)):
+                            ("--artifact-call-timeout", self.call_timeout),
+                            ("--interpreter-idle-timeout", self.interpreter_idle)):
             if value <= 0:
                 problems.append(f"{flag}: {value} must be a positive number of seconds")
         if self.pip_timeout > self.prepare_timeout > 0:
