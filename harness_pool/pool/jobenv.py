@@ -31,12 +31,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from apache_beam.portability.api import beam_provision_api_pb2
 
 from harness_pool.deps import DependencyError, EnvCache, PreparedEnvironment, WorkerFacts, prepare
 from harness_pool.deps.conflicts import find_conflicts
-from harness_pool.deps.errors import CacheError
+from harness_pool.deps.errors import CacheBusyError, CacheError, CacheFullError
 from harness_pool.deps.installer import Installer, read_distributions
 from harness_pool.deps.runtime import imported_modules
 from harness_pool.deps.settings import DepsSettings
@@ -112,16 +113,11 @@ def prepare_stage(assignment: pool_pb2.Assignment, semi_dir: str,
     settings = _settings(assignment.deps)
     try:
         cache = EnvCache(settings.cache_dir, settings.max_bytes)
-    except OSError as exc:
-        raise CacheError(f"stage {stage}: the environment cache {settings.cache_dir} "
-                         f"(--env-cache-dir) cannot be used: {exc}") from exc
-    prepared = prepare(
-        dependencies,
-        artifact_endpoint=assignment.artifact_endpoint or info.artifact_endpoint.url,
-        runner_worker_id=stage, semi_dir=semi_dir, cache=cache,
-        deadline=time.monotonic() + settings.prepare_timeout, facts=facts(),
-        installer=Installer(pip_timeout=settings.pip_timeout),
-        call_timeout=settings.call_timeout)
+        prepared = _prepare(assignment, info, dependencies, semi_dir, settings, cache)
+    except (CacheError, CacheFullError, CacheBusyError) as exc:
+        # name the pod's cache: the operator's to resize or fix
+        raise type(exc)(f"{exc} (environment cache {settings.cache_dir}, "
+                        "--env-cache-dir)") from exc
     stats, counters = prepared.stats, cache.counters
     report = pool_pb2.PrepareReport(
         outcome=stats.outcome, pip_runs=stats.pip_runs, seconds=stats.seconds,
@@ -130,6 +126,18 @@ def prepare_stage(assignment: pool_pb2.Assignment, semi_dir: str,
         artifact_rpcs=stats.staging.rpcs, evictions=counters.evictions,
         evicted_bytes=counters.evicted_bytes, env_key=str(prepared.env_key))
     return StageEnvironment(prepared, report)
+
+
+def _prepare(assignment: pool_pb2.Assignment, info: beam_provision_api_pb2.ProvisionInfo,
+             dependencies: list[Any], semi_dir: str, settings: DepsSettings, cache: EnvCache
+             ) -> PreparedEnvironment:
+    return prepare(
+        dependencies,
+        artifact_endpoint=assignment.artifact_endpoint or info.artifact_endpoint.url,
+        runner_worker_id=assignment.runner_worker_id, semi_dir=semi_dir, cache=cache,
+        deadline=time.monotonic() + settings.prepare_timeout, facts=facts(),
+        installer=Installer(pip_timeout=settings.pip_timeout),
+        call_timeout=settings.call_timeout)
 
 
 def check_pythonpath(stage: str, params: dict[str, str]) -> None:
