@@ -311,7 +311,9 @@ class Pool:
             self.supervisor.wake()  # its worker is spawned on demand
         try:
             with self._cond:
-                worker = self._claim(runner_id, t0, limits.assign_timeout, caller, interpreter)
+                # A job interpreter's first stage also waits for its fork server to start.
+                worker = self._claim(runner_id, t0, limits.assign_timeout + (
+                    limits.start_timeout if interpreter else 0.0), caller, interpreter)
         except BaseException:
             self._prune(interpreter)  # a worker spawned for this call may now be idle
             raise
