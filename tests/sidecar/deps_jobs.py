@@ -84,10 +84,11 @@ class StandInRunner:
             _Provision(info), self._server)
         self._server.start()
 
-    def start_worker(self, sidecar: str, worker_id: str, timeout: float = 180.0) -> str:
+    def start_worker(self, sidecar: str, worker_id: str, timeout: float = 180.0,
+                     params: dict[str, str] | None = None) -> str:
         """One StartWorker at ``sidecar`` for this 'runner'; returns its error ('' if none)."""
         request = beam_fn_api_pb2.StartWorkerRequest(
-            worker_id=worker_id,
+            worker_id=worker_id, params=params or {},
             provision_endpoint=endpoints_pb2.ApiServiceDescriptor(url=self.address))
         with grpc.insecure_channel(sidecar) as channel:
             stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)

@@ -297,3 +297,40 @@ def test_a_full_cache_disk_is_a_clear_error_and_the_cache_stays_usable(
         stop_all([sidecar])
         time.sleep(0.2)
         subprocess.run(["umount", str(mount)], check=True, timeout=30)
+
+
+def test_a_job_interpreter_that_does_not_exist_or_cannot_start_is_a_clear_error(
+        pod: Sidecar, packages: JobPackages, tmp_path: Path) -> None:
+    broken = tmp_path / "venv" / "bin" / "python"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("#!/bin/sh\necho 'this python cannot import anything' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    runner = StandInRunner([], "")
+    try:
+        missing = runner.start_worker(pod.address, "no-such-python", params={
+            "python": "venv/bin/python", "_PYTHON_WORKING_DIR": str(tmp_path / "nowhere")})
+        failing = runner.start_worker(pod.address, "broken-python", params={
+            "HARNESS_POOL_PYTHON": str(broken)})
+    finally:
+        runner.stop()
+    assert "StartWorker for worker 'no-such-python'" in missing, missing
+    assert "_PYTHON_WORKING_DIR" in missing or "not an executable file" in missing, missing
+    assert failing.startswith("stage broken-python: no worker could be started in the job's "
+                              f"interpreter {broken}"), failing
+    assert "exited with code 3 before it was ready" in failing, failing
+    wait_for(lambda: not pod.status().env_cache.interpreters, 30, "the launcher to be dropped")
+    _later_job_is_served(pod, packages)  # the pool's own workers never backed off
+
+
+def test_workers_start_in_a_neutral_directory(pod: Sidecar) -> None:
+    """``python -m`` puts the working directory first on sys.path: a worker's is a private
+    directory holding only harness_pool, never the sidecar's."""
+    def first_path_entry(_: object) -> str:
+        import os
+        import sys
+
+        return f"{os.path.basename(sys.path[0]).rsplit('-', 1)[0]}:{os.listdir(sys.path[0])}"
+
+    run(pod.address, lambda p: assert_that(
+        p | beam.Create([0]) | beam.Map(first_path_entry),
+        equal_to(["harness-pool-cwd:['harness_pool']"])), "portable")
