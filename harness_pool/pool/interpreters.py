@@ -12,7 +12,15 @@ stage wants (``job_interpreter``), from the StartWorker ``params``:
    runner script does; a bare name (``python``, found on the TaskManager's
    ``PATH``) and the fast boot itself mean the pool's own interpreter;
 3. an interpreter of the pool's own environment (same directory, same file
-   behind it) is the pool's own: "" is returned.
+   behind it) is the pool's own: "" is returned;
+4. ``scope`` (``--job-interpreters``): "archives" (default) honours only an
+   interpreter inside the job's own directory (``BOOT_LOG_DIR``, the
+   TaskManager's ``python-dist-*``, or ``_PYTHON_WORKING_DIR``): what
+   ``python.archives`` ships. An absolute ``python.executable`` elsewhere
+   (``/usr/bin/python3`` of the TaskManager's image) names a file of *another
+   container* in a pod, so the pool serves it with its own interpreter, as
+   before. "any" honours every other interpreter (one container, or a shared
+   image); "off" never.
 
 ``InterpreterLaunchers`` is the supervisor's ``Launcher``: the pool's own
 launcher for ``SpawnSpec.interpreter == ""``, else a launcher (a fork server
@@ -72,8 +80,11 @@ def same_interpreter(a: str, b: str) -> bool:
         os.path.realpath(b)
 
 
-def job_interpreter(params: Mapping[str, str], own: str = sys.executable) -> str:
+def job_interpreter(params: Mapping[str, str], own: str = sys.executable,
+                    scope: str = "archives") -> str:
     """The interpreter a stage asks for ("" = the pool's own); see the module docstring."""
+    if scope == "off":
+        return ""
     source = "HARNESS_POOL_PYTHON"
     chosen = params.get(source, "")
     if not chosen:
@@ -91,12 +102,22 @@ def job_interpreter(params: Mapping[str, str], own: str = sys.executable) -> str
     chosen = os.path.abspath(chosen)
     if os.path.basename(chosen) == FAST_BOOT or same_interpreter(chosen, own):
         return ""
+    if scope == "archives" and not _in_job_directory(chosen, params):
+        return ""
     if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
         raise BadInterpreter(
             f"params['{source}'] names the job's interpreter '{printable(chosen)}', which is "
             "not an executable file (with python.archives: is the virtual environment at the "
             "archive's root, and python.executable relative to the archive's name?)")
     return chosen
+
+
+def _in_job_directory(path: str, params: Mapping[str, str]) -> bool:
+    for key in ("BOOT_LOG_DIR", "_PYTHON_WORKING_DIR"):
+        base = params.get(key, "")
+        if base and path.startswith(os.path.abspath(base).rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 def neutral_dir() -> str:

@@ -129,6 +129,11 @@ def _add_deps_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--interpreter-idle-timeout", type=float, default=d.interpreter_idle,
                    help="stop the fork server of a job's own interpreter after this many "
                    "seconds without a worker")
+    g.add_argument("--job-interpreters", choices=("archives", "any", "off"),
+                   default=d.job_interpreters,
+                   help="which interpreters a stage may ask for (PyFlink python.executable): "
+                   "archives = only inside the job's python.archives; any = every one the "
+                   "sidecar can run; off = always the pool's")
 
 
 def deps_from_args(args: argparse.Namespace) -> DepsSettings:
@@ -139,7 +144,8 @@ def deps_from_args(args: argparse.Namespace) -> DepsSettings:
     return DepsSettings(cache_dir=args.env_cache_dir, cache_size=size,
                         pip_timeout=args.pip_timeout, prepare_timeout=args.prepare_timeout,
                         call_timeout=args.artifact_call_timeout,
-                        interpreter_idle=args.interpreter_idle_timeout)
+                        interpreter_idle=args.interpreter_idle_timeout,
+                        job_interpreters=args.job_interpreters)
 
 
 def settings_from_args(args: argparse.Namespace) -> SidecarSettings:

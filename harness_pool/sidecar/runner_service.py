@@ -245,7 +245,8 @@ class ExternalWorkerPoolServicer:
                     s.provision_timeout if left is None else min(s.provision_timeout, left))
             assignment = build_assignment(request, info)
             try:  # a job's own Python (issue 9)
-                assignment.interpreter = job_interpreter(request.params)
+                assignment.interpreter = job_interpreter(
+                    request.params, scope=s.deps.job_interpreters)
             except BadInterpreter as exc:
                 raise BadRequest(clip(f"StartWorker for worker '{printable(wid)}': {exc}")
                                  ) from exc

@@ -46,8 +46,21 @@ def test_a_job_interpreter_is_resolved_against_the_working_dir(tmp_path: Path) -
     params = {"python": "venv/bin/python", "_PYTHON_WORKING_DIR": str(tmp_path / "python-archives")}
     assert job_interpreter(params) == str(venv_python)
     # HARNESS_POOL_PYTHON (the fast boot's wrapper) wins over python.executable
-    other = _executable(tmp_path / "other" / "bin" / "python")
+    other = _executable(tmp_path / "python-archives" / "other" / "bin" / "python")
     assert job_interpreter({**params, "HARNESS_POOL_PYTHON": str(other)}) == str(other)
+
+
+def test_only_interpreters_inside_the_job_directory_by_default(tmp_path: Path) -> None:
+    """/usr/bin/python3 of the TaskManager's image is another container's file: the pool's
+    own interpreter serves it unless --job-interpreters any."""
+    job_dir = tmp_path / "python-dist-1"
+    inside = _executable(job_dir / "python-archives" / "venv" / "bin" / "python")
+    outside = _executable(tmp_path / "usr" / "bin" / "python3")
+    params = {"BOOT_LOG_DIR": str(job_dir)}
+    assert job_interpreter({**params, "python": str(inside)}) == str(inside)
+    assert job_interpreter({**params, "python": str(outside)}) == ""
+    assert job_interpreter({**params, "python": str(outside)}, scope="any") == str(outside)
+    assert job_interpreter({**params, "python": str(inside)}, scope="off") == ""
 
 
 def test_bad_interpreters_are_named(tmp_path: Path) -> None:
@@ -56,11 +69,12 @@ def test_bad_interpreters_are_named(tmp_path: Path) -> None:
         job_interpreter({"python": "venv/bin/python"})
     with pytest.raises(BadInterpreter, match=r"params\['HARNESS_POOL_PYTHON'\] names the job's "
                        r"interpreter '.*/nope/python', which is not an executable file"):
-        job_interpreter({"HARNESS_POOL_PYTHON": str(tmp_path / "nope" / "python")})
+        job_interpreter({"HARNESS_POOL_PYTHON": str(tmp_path / "nope" / "python"),
+                         "BOOT_LOG_DIR": str(tmp_path)})
     plain = tmp_path / "plain"
     plain.write_text("")
     with pytest.raises(BadInterpreter, match="not an executable file"):
-        job_interpreter({"python": str(plain)})
+        job_interpreter({"python": str(plain)}, scope="any")
 
 
 class _Sleeper:

@@ -310,7 +310,7 @@ def test_a_job_interpreter_that_does_not_exist_or_cannot_start_is_a_clear_error(
         missing = runner.start_worker(pod.address, "no-such-python", params={
             "python": "venv/bin/python", "_PYTHON_WORKING_DIR": str(tmp_path / "nowhere")})
         failing = runner.start_worker(pod.address, "broken-python", params={
-            "HARNESS_POOL_PYTHON": str(broken)})
+            "HARNESS_POOL_PYTHON": str(broken), "BOOT_LOG_DIR": str(tmp_path)})
     finally:
         runner.stop()
     assert "StartWorker for worker 'no-such-python'" in missing, missing
