@@ -202,6 +202,12 @@ class InterpreterLaunchers:
             elif now - job.last_used >= self.idle_timeout:
                 self._close(job, f"it had no worker for {self.idle_timeout:g}s")
 
+    @property
+    def zygote_pid(self) -> int | None:
+        """The pool's own fork server (with ``--spawn fork``), for status and tests."""
+        pid = getattr(self.own, "zygote_pid", None)
+        return int(pid) if pid is not None else None
+
     def interpreters(self) -> list[str]:
         with self._lock:
             return sorted(self._jobs)

@@ -245,7 +245,7 @@ def test_bad_input_is_a_clear_start_worker_error(
     mode = {"silent": "silent", "cut": "cut", "short": "short", "pip": "beam"}[case]
     wheel = packages.needy if case == "pip" else packages.tiny2
     failures = int(cache_status(pod)["failures"])
-    with ArtifactServer(mode) as artifacts:
+    with ArtifactServer(mode, only=wheel.name) as artifacts:  # extra_packages.txt stays whole
         runner = StandInRunner(_as_extra_package(wheel, tmp_path, declare=case == "short"),
                                artifacts.endpoint)
         try:
