@@ -35,7 +35,7 @@ from harness_pool.flink.local_cluster import free_port
 from harness_pool.sidecar.cli import fetch_status, status_dict
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
-from tests.deps.helpers import ArtifactServer, file_artifact, wait_for
+from tests.deps.helpers import ArtifactServer, file_artifact, make_wheel, wait_for
 from tests.sidecar.beam_helpers import run
 from tests.sidecar.deps_jobs import (
     JobPackages,
@@ -243,7 +243,8 @@ def _later_job_is_served(pod: Sidecar, packages: JobPackages) -> None:
 def test_bad_input_is_a_clear_start_worker_error(
         pod: Sidecar, packages: JobPackages, case: str, tmp_path: Path) -> None:
     mode = {"silent": "silent", "cut": "cut", "short": "short", "pip": "beam"}[case]
-    wheel = packages.needy if case == "pip" else packages.tiny2
+    # content this pod has never seen (a declared hash it has would be served from its store)
+    wheel = packages.needy if case == "pip" else make_wheel(tmp_path, f"fresh_{case}", "1.0")
     failures = int(cache_status(pod)["failures"])
     with ArtifactServer(mode, only=wheel.name) as artifacts:  # extra_packages.txt stays whole
         runner = StandInRunner(_as_extra_package(wheel, tmp_path, declare=case == "short"),
