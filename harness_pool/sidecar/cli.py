@@ -215,7 +215,19 @@ def format_table(status: pool_pb2.PoolStatus) -> str:
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     state = "SERVING" if status.serving else "NOT_SERVING"
     title = f"sidecar {status.address} ({status.flavor}, {state}, keeps {status.target_idle} warm)"
-    return "\n".join([title, *lines])
+    return "\n".join([title, *lines, *_env_cache_line(status.env_cache)])
+
+
+def _env_cache_line(cache: pool_pb2.EnvCacheStatus) -> list[str]:
+    """One line about job dependencies, once any stage had some (issue 9)."""
+    if not (cache.hits or cache.waits or cache.builds or cache.failures or cache.environments):
+        return []
+    limit = _bytes(cache.limit_bytes) if cache.limit_bytes else "unbounded"
+    jobs = f"; job interpreters: {', '.join(cache.interpreters)}" if cache.interpreters else ""
+    return [f"env cache {cache.dir}: {cache.environments} environments, "
+            f"{_bytes(cache.bytes_in_use)} of {limit}; stages: {cache.hits} hit, "
+            f"{cache.waits} waited, {cache.builds} built ({cache.pip_runs} pip runs), "
+            f"{cache.failures} refused{jobs}"]
 
 
 def _bytes(n: int) -> str:

@@ -32,7 +32,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from harness_pool.deps.settings import DepsSettings
 from harness_pool.flink.local_cluster import free_port
-from harness_pool.sidecar.cli import fetch_status, status_dict
+from harness_pool.sidecar.cli import fetch_status, format_table, status_dict
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
 from tests.deps.helpers import ArtifactServer, file_artifact, make_wheel, wait_for
@@ -129,6 +129,8 @@ def test_extra_packages_install_once_and_later_stages_use_the_cache(
         after_second["pip_runs"])
     assert metric(pod, "harness_pool_env_cache_builds_total") == float(after_second["builds"])
     assert metric(pod, "harness_pool_env_cache_bytes") == float(after_second["bytes_in_use"])
+    table = format_table(pod.status())  # `harness-pool status` without --json
+    assert f"{after_second['hits']} hit" in table and f"{after_second['builds']} built" in table
 
 
 def test_requirements_file_from_a_prefilled_requirements_cache(
