@@ -35,7 +35,7 @@ from harness_pool.flink.local_cluster import free_port
 from harness_pool.sidecar.cli import fetch_status, format_table, status_dict
 from harness_pool.sidecar.server import Sidecar
 from harness_pool.sidecar.settings import SidecarSettings
-from tests.deps.helpers import ArtifactServer, file_artifact, make_wheel, wait_for
+from tests.deps.helpers import ArtifactServer, build_sdist, file_artifact, make_wheel, wait_for
 from tests.sidecar.beam_helpers import run
 from tests.sidecar.deps_jobs import (
     JobPackages,
@@ -337,3 +337,36 @@ def test_workers_start_in_a_neutral_directory(pod: Sidecar) -> None:
     run(pod.address, lambda p: assert_that(
         p | beam.Create([0]) | beam.Map(first_path_entry),
         equal_to(["harness-pool-cwd:['harness_pool']"])), "portable")
+
+
+def test_a_staged_beam_sdk_of_another_version_is_a_clear_error(
+        pod: Sidecar, packages: JobPackages, tmp_path: Path) -> None:
+    """--sdk_location with another Beam version: refused at StartWorker, the job fails with
+    the sentence, the pool goes on."""
+    sdk = build_sdist(tmp_path, "fakebeam", "2.60.0")
+    failures = int(cache_status(pod)["failures"])
+    with pytest.raises(RuntimeError) as raised:
+        run(pod.address, lambda p: p | beam.Create([0]) | beam.Map(str), "portable",
+            [f"--sdk_location={sdk}"])
+    records = [r for r in pod.status().assignments if r.outcome == "start_failed"
+               and "Beam SDK" in r.detail]
+    assert records, f"no refused stage: {raised.value}"
+    assert ("job staged the Beam SDK dataflow_python_sdk.tar (2.60.0, --sdk_location) but "
+            "this worker runs apache-beam 2.61.0") in records[0].detail
+    assert int(cache_status(pod)["failures"]) == failures + 1
+    _later_job_is_served(pod, packages)
+
+
+def test_a_job_needing_another_protobuf_is_a_clear_error(
+        pod: Sidecar, packages: JobPackages, tmp_path: Path) -> None:
+    """An --extra_package wheel 'protobuf 4.25.3': the worker imported its own protobuf."""
+    fake = make_wheel(tmp_path, "protobuf", "4.25.3")
+    with pytest.raises(RuntimeError):
+        run(pod.address, lambda p: p | beam.Create([0]) | beam.Map(str), "portable",
+            [f"--extra_package={fake}"])
+    records = [r for r in pod.status().assignments if r.outcome == "start_failed"
+               and "protobuf 4.25.3" in r.detail]
+    assert records, [r.detail for r in pod.status().assignments]
+    assert "but this worker's fork server already imported protobuf" in records[0].detail
+    _recycled_and_consistent(pod, records[0].runner_worker_id)
+    _later_job_is_served(pod, packages)
