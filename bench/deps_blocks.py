@@ -45,12 +45,13 @@ from harness_pool.deps.installer import BASE_PTH, Installer, site_dirs
 from tests.deps.helpers import ArtifactServer, build_sdist, file_artifact, make_wheel
 
 
-def make_beam_job(root: Path) -> list[Any]:
+def make_beam_job(root: Path, version: str = "0.1") -> list[Any]:
     """A job as Beam's stager sends it: --requirements_file with a filled cache,
-    --extra_package (an sdist needing six, which the worker has), --save_main_session."""
+    --extra_package (an sdist needing six, which the worker has), --save_main_session.
+    ``version`` is the sdist's: another version is other content (another environment)."""
     files = root / "runner"
     files.mkdir(parents=True)
-    sdist = build_sdist(root, "mypkg", "0.1", requires=("six",), out=files)
+    sdist = build_sdist(root, "mypkg", version, requires=("six",), out=files)
     wheel = make_wheel(files, "reqpkg", "2.0")
     (files / mf.REQUIREMENTS).write_text("reqpkg==2.0\n")
     (files / mf.EXTRA_PACKAGES).write_text(f"{sdist.name}\n")

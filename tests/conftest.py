@@ -7,4 +7,15 @@
   pool (``pool_on_flink``).
 """
 
+import os
+from pathlib import Path
+
+# Pooled workers start in a private directory, never the sidecar's working directory
+# (harness_pool/pool/interpreters.py), so pipelines whose DoFns live in test modules
+# need the repository importable, as a user's image has the pipeline package installed.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+
 pytest_plugins = ["tests.sidecar_fixtures", "tests.flink_fixtures", "tests.flink_pool_fixtures"]

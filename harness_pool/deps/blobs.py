@@ -45,8 +45,8 @@ def io_error(what: str, exc: OSError) -> CacheError | CacheFullError:
     """A foreign ``OSError`` as the cache error it means (a full disk is its own kind)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return CacheFullError(f"{what}: the cache volume is full ({exc.strerror}); "
-                              "raise --env-cache-size's volume (emptyDir sizeLimit) or lower "
-                              "--env-cache-size so eviction starts earlier")
+                              "give the cache volume more room (its emptyDir sizeLimit) or "
+                              "lower --env-cache-size so eviction starts earlier")
     return CacheError(f"{what}: {exc}")
 
 

@@ -52,6 +52,20 @@ class DepsSettings:
     call_timeout: float = 120.0
     """Bound on one artifact RPC (Beam's Go boot dials for 2 minutes)."""
 
+    interpreter_idle: float = 300.0
+    """``--interpreter-idle-timeout``: a job interpreter's fork server (PyFlink
+    ``python.executable`` inside ``python.archives``) is stopped after this many seconds
+    without a worker; it is started again (seconds of imports) at the job's next stage.
+    Five minutes spans the pauses between a streaming job's restarts."""
+
+    job_interpreters: str = "archives"
+    """``--job-interpreters``: which interpreters a stage may ask for (PyFlink's
+    ``python.executable``, ``HARNESS_POOL_PYTHON``). "archives": only one inside the
+    job's own directory (``python.archives``); an absolute path elsewhere names a file
+    of the TaskManager's container, which the sidecar's container does not share, so
+    the pool's interpreter serves it. "any": every other interpreter (TaskManager and
+    sidecar share one file system). "off": always the pool's."""
+
     def validate(self) -> DepsSettings:
         problems = []
         if not self.cache_dir.startswith("/"):
@@ -61,9 +75,13 @@ class DepsSettings:
                             "a positive number of bytes")
         for flag, value in (("--pip-timeout", self.pip_timeout),
                             ("--prepare-timeout", self.prepare_timeout),
-                            ("--artifact-call-timeout", self.call_timeout)):
+                            ("--artifact-call-timeout", self.call_timeout),
+                            ("--interpreter-idle-timeout", self.interpreter_idle)):
             if value <= 0:
                 problems.append(f"{flag}: {value} must be a positive number of seconds")
+        if self.job_interpreters not in ("archives", "any", "off"):
+            problems.append(f"--job-interpreters: {self.job_interpreters!r}; expected "
+                            "archives, any or off")
         if self.pip_timeout > self.prepare_timeout > 0:
             problems.append(f"--pip-timeout: {self.pip_timeout} is above --prepare-timeout "
                             f"{self.prepare_timeout}; a pip run could never use it all")

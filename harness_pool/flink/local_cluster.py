@@ -150,8 +150,12 @@ class LocalFlinkCluster:
         savepoint: str | None = None,
         pyfs: Sequence[Path] | None = None,
         timeout: float = 300.0,
+        options: Sequence[str] = (),
     ) -> str:
-        """Submit a PyFlink script with ``flink run -py``; return its job id."""
+        """Submit a PyFlink script with ``flink run -py``; return its job id.
+
+        ``options`` go before ``-py`` as given (``-pyreq``, ``-pyarch``, ``-pyexec``, ...).
+        """
         cmd = [str(self.home / "bin" / "flink"), "run", "-m", f"127.0.0.1:{self.rest_port}"]
         if detached:
             cmd.append("-d")
@@ -161,7 +165,7 @@ class LocalFlinkCluster:
             cmd += ["-s", savepoint]
         if pyfs:
             cmd += ["-pyfs", ",".join(str(p) for p in pyfs)]
-        cmd += ["-py", str(script), *args]
+        cmd += [*options, "-py", str(script), *args]
         result = subprocess.run(
             cmd, env=self.client_env(), capture_output=True, text=True, timeout=timeout,
         )

@@ -15,7 +15,11 @@ Invariants:
 - when workers die before ever getting warm, spawning backs off
   exponentially (a crash loop must not burn the CPU the TaskManager needs);
 - a worker attaches only with the secret issued for its spawn: knowing (or
-  guessing) a pool id is not enough to take its place.
+  guessing) a pool id is not enough to take its place;
+- a job's own interpreter (issue 9): workers of interpreter X are spawned on
+  demand, one per StartWorker waiting for X and not yet covered by an idle or
+  starting X worker (``demand``), serve only stages for X, never count towards
+  the warm reserve, and their deaths never back off the pool's own spawning.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class Worker:
     last_error: str = ""
     exit_code: int | None = None
     token: str = dataclasses.field(default="", repr=False)  # the spawn's secret
+    preparing_since: float = 0.0  # when it reported preparing the job's dependencies
+    interpreter: str = ""  # "" = the pool's own; else a job's (spawned on demand)
 
     def move(self, to: WorkerState, now: float) -> None:
         if to not in _LEGAL[self.state]:
@@ -147,6 +153,7 @@ class PoolCore:
         self._exited: deque[PoolId] = deque()
         self._keep_exited = keep_exited
         self.draining = False
+        self.demand: dict[str, int] = {}  # StartWorker calls waiting, per job interpreter
 
     # -- queries -------------------------------------------------------------
 
@@ -156,11 +163,16 @@ class PoolCore:
     def live(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.state is not WorkerState.EXITED]
 
-    def idle(self) -> list[Worker]:
+    def idle(self, interpreter: str = "") -> list[Worker]:
         return sorted(
-            (w for w in self.workers.values() if w.state is WorkerState.IDLE),
+            (w for w in self.workers.values()
+             if w.state is WorkerState.IDLE and w.interpreter == interpreter),
             key=lambda w: w.state_since,
         )
+
+    def count_for(self, interpreter: str, *states: WorkerState) -> int:
+        return sum(1 for w in self.workers.values()
+                   if w.state in states and w.interpreter == interpreter)
 
     def holder_of(self, runner_id: RunnerWorkerId) -> Worker | None:
         pool_id = self.by_runner.get(runner_id)
@@ -168,7 +180,7 @@ class PoolCore:
 
     def can_serve(self) -> bool:
         """Readiness: a warm worker can take a stage now."""
-        return not self.draining and self.count(WorkerState.IDLE) > 0
+        return not self.draining and self.count_for("", WorkerState.IDLE) > 0
 
     def summary(self) -> str:
         return (
@@ -182,22 +194,42 @@ class PoolCore:
         """Ids to spawn now so that ``target_idle`` workers are warm or warming."""
         if self.draining:
             return SpawnPlan((), None)
-        missing = self.target_idle - self.count(*_WARMING_OR_WARM)
+        on_demand = self._plan_demand(now)
+        missing = self.target_idle - self.count_for("", *_WARMING_OR_WARM)
         room = self.max_processes - len(self.live())
         n = max(0, min(missing, room))
         if n == 0:
-            return SpawnPlan((), None)
+            return SpawnPlan(on_demand, None)
         if now < self._spawn_not_before:
-            return SpawnPlan((), self._spawn_not_before)
+            return SpawnPlan(on_demand, self._spawn_not_before)
         if self._crashes:
             n = 1  # probe one at a time while crash-looping
-        ids = []
-        for _ in range(n):
-            self._seq += 1
-            pool_id = PoolId(f"{self.id_prefix}-{self._seq}")
-            self.workers[pool_id] = Worker(pool_id, WorkerState.SPAWNING, now, now)
-            ids.append(pool_id)
-        return SpawnPlan(tuple(ids), None)
+        ids = [self._new_worker(now, "") for _ in range(n)]
+        return SpawnPlan(on_demand + tuple(ids), None)
+
+    def _new_worker(self, now: float, interpreter: str) -> PoolId:
+        self._seq += 1
+        pool_id = PoolId(f"{self.id_prefix}-{self._seq}")
+        self.workers[pool_id] = Worker(pool_id, WorkerState.SPAWNING, now, now,
+                                       interpreter=interpreter)
+        return pool_id
+
+    def _plan_demand(self, now: float) -> tuple[PoolId, ...]:
+        """Workers of job interpreters for StartWorker calls not yet covered."""
+        ids: list[PoolId] = []
+        for interpreter, waiting in sorted(self.demand.items()):
+            covered = self.count_for(interpreter, *_WARMING_OR_WARM)
+            room = self.max_processes - len(self.live())
+            for _ in range(max(0, min(waiting - covered, room))):
+                ids.append(self._new_worker(now, interpreter))
+        return tuple(ids)
+
+    def surplus(self, interpreter: str) -> list[Worker]:
+        """Idle workers of a job interpreter that no StartWorker waits for (to be stopped)."""
+        if not interpreter:
+            return []
+        idle = self.idle(interpreter)
+        return idle[:max(0, len(idle) - self.demand.get(interpreter, 0))]
 
     def issue(self, pool_id: PoolId, token: str) -> None:
         """Records the secret handed to the process spawned as ``pool_id``."""
@@ -241,10 +273,12 @@ class PoolCore:
                 f"runner worker id '{runner_id}' already has worker {self.by_runner[runner_id]}"
             )
 
-    def claim(self, runner_id: RunnerWorkerId, now: float) -> Worker | None:
-        """Picks the longest-idle worker for ``runner_id``; None when none is idle."""
+    def claim(self, runner_id: RunnerWorkerId, now: float, interpreter: str = ""
+              ) -> Worker | None:
+        """Picks the longest-idle worker of ``interpreter`` for ``runner_id``; None when
+        none is idle."""
         self.admissible(runner_id)
-        idle = self.idle()
+        idle = self.idle(interpreter)
         if not idle:
             return None
         worker = idle[0]
@@ -274,7 +308,7 @@ class PoolCore:
         worker = self.workers[pool_id]
         if worker.state is WorkerState.EXITED:
             return worker
-        died_cold = worker.state is WorkerState.SPAWNING
+        died_cold = worker.state is WorkerState.SPAWNING and not worker.interpreter
         worker.move(WorkerState.EXITED, now)
         worker.exit_code = code
         if worker.runner_worker_id and self.by_runner.get(worker.runner_worker_id) == pool_id:

@@ -66,6 +66,9 @@ class Limits:
 
     assign_timeout: float
     start_timeout: float
+    prepare_timeout: float = 0.0
+    """Extra time for a worker that reported it is preparing the job's dependencies
+    (issue 9): the start timeout then counts from the end of that budget."""
 
     def within(self, caller: Caller) -> Limits:
         """These limits shortened to the caller's own deadline."""
@@ -73,7 +76,8 @@ class Limits:
         if left is None:
             return self
         return Limits(min(self.assign_timeout, max(0.0, left)),
-                      min(self.start_timeout, max(0.0, left)))
+                      min(self.start_timeout, max(0.0, left)),
+                      min(self.prepare_timeout, max(0.0, left)))
 
 
 class Dispatcher(Protocol):

@@ -90,6 +90,7 @@ def zygote(sidecar: str, flavor: str, command_fd: int, reply_fd: int) -> int:
     from harness_pool.pool import worker
 
     worker._import_harness(flavor)
+    worker.jobenv.warm_facts()  # once per fork server; every forked worker inherits it
     out = os.fdopen(reply_fd, "w")
     _write(out, op="ready", pid=os.getpid(), import_seconds=time.monotonic() - t0)
     children: set[int] = set()
@@ -172,7 +173,8 @@ class ForkedProcess:
 class ForkServer:
     """One zygote process and the workers it forked (one generation)."""
 
-    def __init__(self, sidecar: str, flavor: str, python: str, generation: int) -> None:
+    def __init__(self, sidecar: str, flavor: str, python: str, generation: int,
+                 cwd: str | None = None) -> None:
         self.generation = generation
         self.flavor = flavor
         cmd_r, cmd_w = os.pipe()
@@ -182,7 +184,7 @@ class ForkServer:
             self.proc = subprocess.Popen(
                 [python, "-m", "harness_pool.pool.forkserver", "--sidecar", sidecar,
                  "--flavor", flavor, "--command-fd", str(cmd_r), "--reply-fd", str(reply_w)],
-                stdin=subprocess.DEVNULL, pass_fds=(cmd_r, reply_w), env=env)
+                stdin=subprocess.DEVNULL, pass_fds=(cmd_r, reply_w), env=env, cwd=cwd)
         except OSError:
             for fd in (cmd_r, cmd_w, reply_r, reply_w):
                 os.close(fd)
@@ -339,11 +341,12 @@ class ForkServerLauncher:
     """Starts workers by asking a zygote to fork them; replaces a zygote that died."""
 
     def __init__(self, sidecar: str, flavor: str, python: str = sys.executable,
-                 start_timeout: float = 120.0) -> None:
+                 start_timeout: float = 120.0, cwd: str | None = None) -> None:
         self.sidecar = sidecar
         self.flavor = flavor
         self.python = python
         self.start_timeout = start_timeout
+        self.cwd = cwd  # a neutral directory (interpreters.neutral_dir), never the sidecar's
         self._current: ForkServer | None = None
         self._retired: list[ForkServer] = []
         self._generation = 0
@@ -390,13 +393,17 @@ class ForkServerLauncher:
             self._retired.append(current)
         self._retired = [s for s in self._retired if s.proc.poll() is None]
         self._generation += 1
-        server = ForkServer(self.sidecar, self.flavor, self.python, self._generation)
+        server = ForkServer(self.sidecar, self.flavor, self.python, self._generation, self.cwd)
         self._current = server
         if not server.wait_ready(self.start_timeout):
             self._current = None
             server.proc.kill()
             server.close(5.0)
-            raise OSError(f"fork server did not get ready within {self.start_timeout:g}s")
+            code = server.proc.returncode
+            raise OSError(f"fork server ({self.python}) did not get ready within "
+                          f"{self.start_timeout:g}s" if code in (None, -9) else
+                          f"fork server ({self.python}) exited with code {code} before it was "
+                          "ready (its error is in the sidecar's log)")
         return server
 
 

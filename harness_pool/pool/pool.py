@@ -58,6 +58,10 @@ class Observer(Protocol):
 
     def worker_warm(self, seconds: float) -> None: ...
 
+    def stage_prepared(self, report: pool_pb2.PrepareReport) -> None: ...
+
+    def dependencies_failed(self) -> None: ...
+
 
 class NullObserver:
     def pool_changed(self, counts: dict[str, int]) -> None:
@@ -73,6 +77,12 @@ class NullObserver:
         pass
 
     def worker_warm(self, seconds: float) -> None:
+        pass
+
+    def stage_prepared(self, report: pool_pb2.PrepareReport) -> None:
+        pass
+
+    def dependencies_failed(self) -> None:
         pass
 
 
@@ -144,6 +154,9 @@ class Pool:
         self._records: dict[PoolId, Record] = {}
         self._history: deque[Record] = deque(maxlen=history)
         self._queue: deque[object] = deque()  # StartWorker calls waiting, in arrival order
+        # Job interpreters (issue 9): their own queues, and why their last spawn failed.
+        self._queues: dict[str, deque[object]] = {}
+        self._spawn_errors: dict[str, tuple[float, str]] = {}
         self.on_change: Callable[[], None] = lambda: None  # health refresh
 
     # -- supervisor hooks ------------------------------------------------------
@@ -155,7 +168,7 @@ class Pool:
             for pool_id in plan.spawn:
                 token = secrets.token_urlsafe(24)
                 self.core.issue(pool_id, token)
-                specs.append(SpawnSpec(pool_id, token))
+                specs.append(SpawnSpec(pool_id, token, self.core.workers[pool_id].interpreter))
             summary = self.core.summary()
         for pool_id in plan.spawn:
             _LOG.info("starting worker %s to keep %d warm (%s)", pool_id,
@@ -179,6 +192,9 @@ class Pool:
         with self._cond:
             before = self.core.workers[pool_id].state
             worker = self.core.exited(pool_id, code, self.clock())
+            if worker.interpreter and before is WorkerState.SPAWNING:
+                self._spawn_errors[worker.interpreter] = (self.clock(), worker.last_error or (
+                    f"its worker {pool_id} exited with code {code} before attaching"))
             box = self._mailboxes.pop(pool_id, None)
             record = self._records.pop(pool_id, None)
             if record is not None:
@@ -216,6 +232,7 @@ class Pool:
                   extra={"pool_id": pool_id})
         self.observer.worker_warm(warm_seconds)
         self._changed()
+        self._prune(self.core.workers[PoolId(pool_id)].interpreter)
         return box
 
     release_marker: object = _RELEASE
@@ -236,6 +253,8 @@ class Pool:
                 self.core.ready(pool_id, self.clock())
                 if record and record.outcome is Outcome.STARTING:
                     record.outcome = Outcome.RUNNING
+            elif kind == "preparing" and worker.state is WorkerState.ASSIGNED:
+                worker.preparing_since = self.clock()  # extends the start wait (assign)
             elif kind == "start_failed":
                 worker.last_error = clip(event.start_failed.reason)
                 if record:
@@ -246,6 +265,10 @@ class Pool:
                     record.end(Outcome.FAILED if error else Outcome.FINISHED,
                                error.splitlines()[-1] if error else "")
             self._cond.notify_all()
+        if kind == "ready":
+            self.observer.stage_prepared(event.ready.prepare)
+        elif kind == "start_failed" and event.start_failed.kind == "dependencies":
+            self.observer.dependencies_failed()
         self._changed()
 
     def detached(self, pool_id: PoolId) -> None:
@@ -283,13 +306,25 @@ class Pool:
         caller = caller or Patient()
         caller.on_end(self._wake_all)
         t0 = self.clock()
+        interpreter = assignment.interpreter
+        if interpreter and self.supervisor:
+            self.supervisor.wake()  # its worker is spawned on demand
+        try:
+            with self._cond:
+                # A job interpreter's first stage also waits for its fork server to start.
+                worker = self._claim(runner_id, t0, limits.assign_timeout + (
+                    limits.start_timeout if interpreter else 0.0), caller, interpreter)
+        except BaseException:
+            self._prune(interpreter)  # a worker spawned for this call may now be idle
+            raise
         with self._cond:
-            worker = self._claim(runner_id, t0, limits.assign_timeout, caller)
             waited = self.clock() - t0
             record = Record(worker.pool_id, runner_id, worker.pid, self.wall())
             self._records[worker.pool_id] = record
             self._history.appendleft(record)
-            self._mailboxes[worker.pool_id].put(assignment)
+            box = self._mailboxes.get(worker.pool_id)
+            if box is not None:  # else it died since the claim: the wait below says so
+                box.put(assignment)
             summary = self.core.summary()
         _LOG.info("worker %s assigned to stage %s; %s", worker.pool_id, runner_id, summary,
                   extra={"pool_id": worker.pool_id, "runner_worker_id": runner_id})
@@ -300,6 +335,9 @@ class Pool:
             deadline = self.clock() + limits.start_timeout
             while (worker.state is WorkerState.ASSIGNED and not worker.last_error
                    and caller.active()):
+                if worker.preparing_since:  # dependencies: prepare budget, then start
+                    deadline = max(deadline, worker.preparing_since + limits.prepare_timeout
+                                   + limits.start_timeout)
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     break
@@ -319,6 +357,11 @@ class Pool:
             outcome, reason, message = Outcome.CANCELLED, "cancelled", (
                 f"StartWorker was cancelled by its caller (or passed its deadline) before "
                 f"worker {worker.pool_id} was connected; the worker is stopped")
+        elif state is WorkerState.ASSIGNED and not error and worker.preparing_since:
+            reason, message = "prepare_timeout", (
+                f"worker {worker.pool_id} did not finish preparing the job's dependencies "
+                f"and connect to the runner within {limits.prepare_timeout:g}s "
+                f"(--prepare-timeout) + {limits.start_timeout:g}s (--start-timeout)")
         elif state is WorkerState.ASSIGNED and not error:
             reason, message = "start_timeout", (
                 f"worker {worker.pool_id} did not connect to the runner's control endpoint "
@@ -337,11 +380,16 @@ class Pool:
         self.observer.start_error(reason)
         raise AssignError(clip(f"stage {runner_id}: {message}"), reason)
 
-    def _claim(self, runner_id: RunnerWorkerId, t0: float, timeout: float, caller: Caller
-               ) -> Worker:
+    def _claim(self, runner_id: RunnerWorkerId, t0: float, timeout: float, caller: Caller,
+               interpreter: str = "") -> Worker:
         """The next idle worker, first come first served (called under ``_cond``)."""
         ticket = object()
-        self._queue.append(ticket)
+        queue_ = self._queue if not interpreter else self._queues.setdefault(interpreter, deque())
+        queue_.append(ticket)
+        if interpreter:
+            self.core.demand[interpreter] = len(queue_)
+            if self.supervisor:
+                self.supervisor.wake()
         try:
             deadline = t0 + timeout
             while True:
@@ -350,10 +398,17 @@ class Pool:
                     self.observer.start_error("cancelled")
                     raise AssignError(f"stage {runner_id}: StartWorker was cancelled by its "
                                       "caller while waiting for an idle worker", "cancelled")
-                if self._queue[0] is ticket:
-                    worker = self.core.claim(runner_id, self.clock())
+                if queue_[0] is ticket:
+                    worker = self.core.claim(runner_id, self.clock(), interpreter)
                     if worker is not None:
                         return worker
+                failed = self._spawn_errors.get(interpreter) if interpreter else None
+                if failed is not None and failed[0] >= t0:
+                    self.observer.start_error("interpreter_failed")
+                    raise AssignError(clip(
+                        f"stage {runner_id}: no worker could be started in the job's "
+                        f"interpreter {printable(interpreter)}: {failed[1]}"),
+                        "interpreter_failed")
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     self.observer.start_error("no_idle_worker")
@@ -365,8 +420,22 @@ class Pool:
                     )
                 self._cond.wait(remaining)
         finally:
-            self._queue.remove(ticket)
+            queue_.remove(ticket)
+            if interpreter:
+                self.core.demand[interpreter] = len(queue_)
+                if not queue_:
+                    del self._queues[interpreter], self.core.demand[interpreter]
             self._cond.notify_all()
+
+    def _prune(self, interpreter: str) -> None:
+        """Stops idle workers of a job interpreter that no StartWorker waits for any more
+        (their caller gave up): they would keep that interpreter's fork server busy."""
+        if not interpreter:
+            return
+        with self._cond:
+            surplus = [w.pool_id for w in self.core.surplus(interpreter)]
+        for pool_id in surplus:
+            self._end(pool_id, f"no stage waits for a worker of {interpreter} any more")
 
     def admissible(self, runner_id: RunnerWorkerId) -> None:
         with self._cond:

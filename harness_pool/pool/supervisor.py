@@ -50,6 +50,8 @@ class SpawnSpec:
 
     pool_id: PoolId
     token: str = dataclasses.field(repr=False)
+    interpreter: str = ""
+    """A job's own Python (issue 9); "" = the pool's interpreter."""
 
 
 class Process(Protocol):
@@ -75,11 +77,12 @@ class WorkerLauncher:
     """
 
     def __init__(self, sidecar: str, flavor: str, python: str = sys.executable,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.sidecar = sidecar
         self.flavor = flavor
         self.python = python
         self.env = env
+        self.cwd = cwd  # a neutral directory (interpreters.neutral_dir), never the sidecar's
 
     def command(self, pool_id: PoolId) -> list[str]:
         return [self.python, "-m", "harness_pool.pool.worker", "--sidecar", self.sidecar,
@@ -88,7 +91,8 @@ class WorkerLauncher:
     def launch(self, spec: SpawnSpec) -> Process:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        proc = subprocess.Popen(self.command(spec.pool_id), env=env, stdin=subprocess.PIPE)
+        proc = subprocess.Popen(self.command(spec.pool_id), env=env, stdin=subprocess.PIPE,
+                                cwd=self.cwd)
         assert proc.stdin is not None
         try:
             proc.stdin.write(spec.token.encode() + b"\n")
@@ -242,6 +246,9 @@ class Supervisor:
         specs, recheck = self.hooks.plan_spawns()
         for spec in specs:
             self._spawn(spec)
+        maintain = getattr(self.launcher, "maintain", None)
+        if maintain is not None:  # e.g. stop fork servers of job interpreters left idle
+            maintain()
         with self._lock:
             procs = dict(self._procs)
         self._reap(procs)

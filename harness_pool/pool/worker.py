@@ -41,6 +41,7 @@ _T0 = time.monotonic()
 import grpc  # noqa: E402
 
 from harness_pool._errors import clip  # noqa: E402
+from harness_pool.pool import jobenv  # noqa: E402
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc  # noqa: E402
 
 _LOG = logging.getLogger("harness_pool.worker")
@@ -108,7 +109,9 @@ def harness_environment(assignment: pool_pb2.Assignment, semi_dir: str) -> dict[
         WORKER_ID=assignment.runner_worker_id,
         PIPELINE_OPTIONS=json_format.MessageToJson(info.pipeline_options)
         if info.HasField("pipeline_options") else "{}",
-        SEMI_PERSISTENT_DIRECTORY=assignment.params.get("SEMI_PERSISTENT_DIRECTORY", semi_dir),
+        # Always the worker's private directory, where prepare() staged the job's files:
+        # PyFlink sends /tmp for every worker, which would mix their main sessions.
+        SEMI_PERSISTENT_DIRECTORY=semi_dir,
         CONTROL_API_SERVICE_DESCRIPTOR=text_format.MessageToString(
             endpoints_pb2.ApiServiceDescriptor(url=control)
         ),
@@ -162,9 +165,15 @@ def serve_assignment(
     """Runs the SDK harness for one stage; returns an error text, empty on success."""
     semi_dir = tempfile.mkdtemp(prefix=semi_dir_prefix(assignment.runner_worker_id))
     closer = None
+    stage_env: jobenv.StageEnvironment | None = None
     try:
         try:
             t0 = time.monotonic()
+            # Job dependencies (issue 9): staged, installed once per pod, first on sys.path.
+            stage_env = jobenv.prepare_stage(
+                assignment, semi_dir,
+                lambda n: events.send(preparing=pool_pb2.Preparing(artifacts=n)))
+            stage_env.activate()
             _apply_params(dict(assignment.params))
             env = harness_environment(assignment, semi_dir)
             os.environ.update(env)  # the state channel reads WORKER_ID from here
@@ -176,11 +185,12 @@ def serve_assignment(
                       assignment.runner_worker_id, (time.monotonic() - t0) * 1000,
                       (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
         except Exception as exc:  # report, then exit: the process is spent either way
-            reason = clip(f"{type(exc).__name__}: {exc}")
+            reason = clip(jobenv.failure_reason(exc))
             _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason)
-            events.send(start_failed=pool_pb2.StartFailed(reason=reason))
+            events.send(start_failed=pool_pb2.StartFailed(
+                reason=reason, kind=jobenv.failure_kind(exc)))
             return reason
-        events.send(ready=pool_pb2.Ready())
+        events.send(ready=pool_pb2.Ready(prepare=stage_env.report))
         error = ""
         try:
             harness.run()
@@ -194,6 +204,8 @@ def serve_assignment(
     finally:
         if closer is not None:
             closer.close()
+        if stage_env is not None:
+            stage_env.close()  # the environment may be evicted again
         shutil.rmtree(semi_dir, ignore_errors=True)
 
 

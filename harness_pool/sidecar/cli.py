@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import json_format
 
 from harness_pool._errors import ConfigError, PermanentError
+from harness_pool.deps.settings import DepsSettings, parse_size
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
 
@@ -90,6 +91,7 @@ def register(sub: Any) -> None:
     p.add_argument("--reap-orphans", choices=("auto", "on", "off"), default=d.reap_orphans,
                    help="reap orphaned processes of user code: auto = when PID 1 or already a "
                    "child subreaper; on = become a child subreaper and reap")
+    _add_deps_flags(p)
     p.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("status", help="print the workers of a running sidecar",
@@ -105,6 +107,45 @@ def register(sub: Any) -> None:
     w.add_argument("--flavor", choices=("beam", "pyflink"), default="beam")
     w.add_argument("--token-stdin", action="store_true")
     w.set_defaults(func=cmd_worker)
+
+
+def _add_deps_flags(p: argparse.ArgumentParser) -> None:
+    """Job dependencies (issue 9; docs/dependencies.md)."""
+    d = DepsSettings()
+    g = p.add_argument_group("job dependencies (Beam artifacts, PyFlink environments)")
+    g.add_argument("--env-cache-dir", default=d.cache_dir,
+                   help="the pod's environment cache (mount an emptyDir with a sizeLimit here)")
+    g.add_argument("--env-cache-size", default="2Gi",
+                   help="evict idle environments and artifacts above this size (512Mi, 2Gi; "
+                   "0 = unbounded); keep it below the volume's sizeLimit by the largest job "
+                   "environment")
+    g.add_argument("--pip-timeout", type=float, default=d.pip_timeout,
+                   help="seconds one pip run may take")
+    g.add_argument("--prepare-timeout", type=float, default=d.prepare_timeout,
+                   help="seconds a stage may spend preparing its job's dependencies (downloads, "
+                   "waiting for another worker's build, pip); the start timeout counts after it")
+    g.add_argument("--artifact-call-timeout", type=float, default=d.call_timeout,
+                   help="seconds one call to the runner's artifact service may take")
+    g.add_argument("--interpreter-idle-timeout", type=float, default=d.interpreter_idle,
+                   help="stop the fork server of a job's own interpreter after this many "
+                   "seconds without a worker")
+    g.add_argument("--job-interpreters", choices=("archives", "any", "off"),
+                   default=d.job_interpreters,
+                   help="which interpreters a stage may ask for (PyFlink python.executable): "
+                   "archives = only inside the job's python.archives; any = every one the "
+                   "sidecar can run; off = always the pool's")
+
+
+def deps_from_args(args: argparse.Namespace) -> DepsSettings:
+    try:
+        size = parse_size(args.env_cache_size)
+    except ValueError as exc:
+        raise ConfigError(f"--env-cache-size: {exc}") from exc
+    return DepsSettings(cache_dir=args.env_cache_dir, cache_size=size,
+                        pip_timeout=args.pip_timeout, prepare_timeout=args.prepare_timeout,
+                        call_timeout=args.artifact_call_timeout,
+                        interpreter_idle=args.interpreter_idle_timeout,
+                        job_interpreters=args.job_interpreters)
 
 
 def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
@@ -123,6 +164,7 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         keepalive_time=args.keepalive_time, keepalive_timeout=args.keepalive_timeout,
         first_message_timeout=args.first_message_timeout,
         liveness_timeout=args.liveness_timeout, reap_orphans=args.reap_orphans,
+        deps=deps_from_args(args),
     )
 
 
@@ -173,7 +215,19 @@ def format_table(status: pool_pb2.PoolStatus) -> str:
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     state = "SERVING" if status.serving else "NOT_SERVING"
     title = f"sidecar {status.address} ({status.flavor}, {state}, keeps {status.target_idle} warm)"
-    return "\n".join([title, *lines])
+    return "\n".join([title, *lines, *_env_cache_line(status.env_cache)])
+
+
+def _env_cache_line(cache: pool_pb2.EnvCacheStatus) -> list[str]:
+    """One line about job dependencies, once any stage had some (issue 9)."""
+    if not (cache.hits or cache.waits or cache.builds or cache.failures or cache.environments):
+        return []
+    limit = _bytes(cache.limit_bytes) if cache.limit_bytes else "unbounded"
+    jobs = f"; job interpreters: {', '.join(cache.interpreters)}" if cache.interpreters else ""
+    return [f"env cache {cache.dir}: {cache.environments} environments, "
+            f"{_bytes(cache.bytes_in_use)} of {limit}; stages: {cache.hits} hit, "
+            f"{cache.waits} waited, {cache.builds} built ({cache.pip_runs} pip runs), "
+            f"{cache.failures} refused{jobs}"]
 
 
 def _bytes(n: int) -> str:

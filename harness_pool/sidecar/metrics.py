@@ -11,6 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from harness_pool.sidecar.deps_status import DepsStatus
+from harness_pool.v1 import pool_pb2
+
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -49,6 +52,7 @@ class SidecarMetrics:
                               registry=r)
         self._http: Any = None
         self._lock = threading.Lock()
+        self.deps: DepsStatus | None = None  # job dependencies (issue 9), set by the sidecar
 
     # -- Observer -------------------------------------------------------------
 
@@ -70,6 +74,14 @@ class SidecarMetrics:
 
     def worker_warm(self, seconds: float) -> None:
         self.warm_time.observe(seconds)
+
+    def stage_prepared(self, report: pool_pb2.PrepareReport) -> None:
+        if self.deps is not None:
+            self.deps.stage_prepared(report)
+
+    def dependencies_failed(self) -> None:
+        if self.deps is not None:
+            self.deps.failed()
 
     # -- HTTP -----------------------------------------------------------------
 

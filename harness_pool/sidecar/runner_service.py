@@ -55,6 +55,8 @@ from harness_pool._grpc import WORKER_ID_HEADER, GrpcCaller, http2_answers
 from harness_pool.boot import iter_fields
 from harness_pool.pool.core import RunnerWorkerId
 from harness_pool.pool.dispatch import AssignError, Caller, Dispatcher, Limits
+from harness_pool.pool.interpreters import BadInterpreter, job_interpreter
+from harness_pool.pool.jobenv import deps_config
 from harness_pool.sidecar.settings import SidecarSettings
 from harness_pool.v1 import pool_pb2
 
@@ -234,13 +236,21 @@ class ExternalWorkerPoolServicer:
             runner_id = validate_request(request)
             self.dispatcher.check(runner_id)
             info = None
-            limits = Limits(s.assign_timeout, s.start_timeout).within(caller)
+            limits = Limits(s.assign_timeout, s.start_timeout,
+                            s.deps.prepare_timeout).within(caller)
             if request.provision_endpoint.url:
                 left = caller.remaining()
                 info = fetch_provision_info(
                     request.provision_endpoint.url, runner_id,
                     s.provision_timeout if left is None else min(s.provision_timeout, left))
             assignment = build_assignment(request, info)
+            try:  # a job's own Python (issue 9)
+                assignment.interpreter = job_interpreter(
+                    request.params, scope=s.deps.job_interpreters)
+            except BadInterpreter as exc:
+                raise BadRequest(clip(f"StartWorker for worker '{printable(wid)}': {exc}")
+                                 ) from exc
+            assignment.deps.CopyFrom(deps_config(s.deps, limits.prepare_timeout))
             probe_endpoints(runner_id, {"control": assignment.control_endpoint,
                                         "logging": assignment.logging_endpoint},
                             limits.start_timeout, caller)

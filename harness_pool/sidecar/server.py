@@ -40,9 +40,11 @@ from harness_pool.pool import reaping
 from harness_pool.pool.core import PoolCore, WorkerState
 from harness_pool.pool.dispatch import Dispatcher, PooledDispatcher
 from harness_pool.pool.forkserver import ForkServerLauncher
+from harness_pool.pool.interpreters import InterpreterLaunchers
 from harness_pool.pool.pool import Pool
 from harness_pool.pool.supervisor import Launcher, Supervisor, WorkerLauncher
 from harness_pool.sidecar.admin_service import PoolAdminServicer
+from harness_pool.sidecar.deps_status import DepsStatus
 from harness_pool.sidecar.health import HealthServicer, Readiness
 from harness_pool.sidecar.metrics import SidecarMetrics
 from harness_pool.sidecar.registry_service import WorkerRegistryServicer
@@ -93,6 +95,9 @@ class Sidecar:
         self.health_servicer = HealthServicer(self.watchdog, self._alive, _MAX_WATCHERS)
         self.health = Readiness(self.health_servicer, self._can_serve)
         self.pool.on_change = self.health.refresh
+        self.interpreters: InterpreterLaunchers | None = None
+        self.deps_status = DepsStatus(self.metrics.registry, s.deps, self._interpreters)
+        self.metrics.deps = self.deps_status
         self._launcher = launcher
         self._owned_launcher: Launcher | None = None
         self.supervisor: Supervisor | None = None
@@ -161,9 +166,7 @@ class Sidecar:
                 self.external.set_address(reach)
         # -- end fixed-endpoint mode
         self.worker_address = f"127.0.0.1:{_bind(self._workers.server, '127.0.0.1', 0)}"
-        launcher = self._launcher or (
-            ForkServerLauncher(self.worker_address, s.flavor) if s.spawn == "fork"
-            else WorkerLauncher(self.worker_address, s.flavor))
+        launcher = self._launcher or self._make_launchers()
         self._owned_launcher = launcher if self._launcher is None else None
         reap = reaping.reaps_orphans(reaping.ReapMode(s.reap_orphans))
         self.supervisor = Supervisor(launcher, self.pool, grace=s.stop_grace, reap_orphans=reap)
@@ -193,6 +196,21 @@ class Sidecar:
                   f"; metrics on :{self.metrics_port}/metrics" if self.metrics_port else "",
                   "; reaping orphans" if reap else "")
         return self.address
+
+    def _make_launchers(self) -> InterpreterLaunchers:
+        """The pool's own launcher, plus one per job interpreter on demand (issue 9)."""
+        s = self.settings
+
+        def make(python: str, cwd: str) -> Launcher:
+            if s.spawn == "fork":
+                return ForkServerLauncher(self.worker_address, s.flavor, python, cwd=cwd)
+            return WorkerLauncher(self.worker_address, s.flavor, python, cwd=cwd)
+
+        self.interpreters = InterpreterLaunchers(make, idle_timeout=s.deps.interpreter_idle)
+        return self.interpreters
+
+    def _interpreters(self) -> list[str]:
+        return self.interpreters.interpreters() if self.interpreters is not None else []
 
     def wait_warm(self, n: int | None = None, timeout: float = 60.0) -> bool:
         """Waits until ``n`` (default: all ``workers``) workers are idle and warm."""
@@ -249,6 +267,7 @@ class Sidecar:
             address=self.address, serving=self._can_serve() and not self._stopped.is_set(),
             flavor=self.settings.flavor, target_idle=self.settings.workers,
             workers=workers, assignments=history, draining=self.core.draining,
+            env_cache=self.deps_status.to_proto(),
         )
 
 

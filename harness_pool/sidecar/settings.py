@@ -10,6 +10,7 @@ import dataclasses
 import re
 
 from harness_pool._errors import ConfigError
+from harness_pool.deps.settings import DepsSettings
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -123,6 +124,11 @@ class SidecarSettings:
     an init) or already a child subreaper; "on": become a child subreaper and reap; "off":
     never (a process embedding the sidecar reaps its own children)."""
 
+    deps: DepsSettings = dataclasses.field(default_factory=DepsSettings)
+    """Job dependencies (issue 9): the environment cache and its timeouts
+    (--env-cache-dir, --env-cache-size, --pip-timeout, --prepare-timeout,
+    --artifact-call-timeout, --interpreter-idle-timeout); see deps/settings.py."""
+
     def validate(self) -> SidecarSettings:
         problems = []
         if not 0 <= self.port <= 65535:
@@ -186,6 +192,10 @@ class SidecarSettings:
             problems.append(f"--health-port: {self.health_port} is the same as --port")
         if not 0 <= self.metrics_port <= 65535:
             problems.append(f"--metrics-port: {self.metrics_port} is not a port number")
+        try:
+            self.deps.validate()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         if problems:
             raise ConfigError(problems)
         return self
