@@ -523,6 +523,18 @@ class Pool:
         for pool_id in idle:
             self._end(pool_id, "sidecar shutting down")
 
+    def stop_all(self, why: str) -> None:
+        """Shutdown, after the drain: every live worker is stopped, and every stage still
+        running ends as stopped, for ``why``."""
+        with self._cond:
+            ids = [w.pool_id for w in self.core.live()]
+            for pool_id in ids:
+                record = self._records.get(pool_id)
+                if record is not None:
+                    record.end(Outcome.STOPPED, f"stage {record.runner_worker_id} stopped: {why}")
+        for pool_id in ids:
+            self._end(pool_id, "", why=why)
+
     def wait_until_no_stage(self, timeout: float) -> bool:
         """Waits for running stages to end; True when none is left."""
         deadline = self.clock() + timeout

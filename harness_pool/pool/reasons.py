@@ -17,20 +17,21 @@ from harness_pool._errors import clip
 #: Longest cause quoted inside a sentence.
 MAX_CAUSE_CHARS = 300
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+#: The line of a traceback that names the exception: unindented, a dotted name, then ":".
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(:|$)")
 
 
 def cause_line(text: str, limit: int = MAX_CAUSE_CHARS) -> str:
     """One line of a reported failure: the first non-empty line, whitespace collapsed;
-    of a traceback, its exception line. Empty for an empty text."""
-    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    of a traceback, its (last) exception line. Empty for an empty text."""
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         return ""
     line = lines[0]
     if line.startswith("Traceback"):
-        exceptions = [x for x in lines if _EXCEPTION_LINE.match(x)]
-        line = exceptions[-1] if exceptions else lines[-1]
-    return clip(line, limit)
+        named = [x for x in lines[1:] if _EXCEPTION_LINE.match(x)]
+        line = named[-1] if named else lines[-1]
+    return clip(" ".join(line.split()), limit)
 
 
 def exit_phrase(code: int | None) -> str:
@@ -97,7 +98,7 @@ def worker_ended(before: str, code: int | None, stop_reason: str, stage_detail: 
     if stop_reason:
         return clip(f"stopped ({stop_reason}); it {how}")
     if stage_detail:
-        return clip(f"{stage_detail}; the worker {how}")
+        return clip(stage_detail if how in stage_detail else f"{stage_detail}; the worker {how}")
     if before == "spawning":
         return clip(f"died before getting warm: it {how}"
                     + (f" ({last_error})" if last_error else ""))

@@ -237,6 +237,8 @@ class Sidecar:
         if not drained:
             _LOG.warning("stages still running after %.0fs drain; stopping their workers",
                          s.drain_timeout)
+        self.pool.stop_all("the sidecar shut down" + (
+            "" if drained else f" ({s.drain_timeout:g} s of drain were not enough)"))
         if self.external is not None:
             self.external.stop()
         self.runner_watch.stop()
