@@ -29,7 +29,8 @@ def conf(tmp_path: Path, name: str, text: str) -> str:
     pytest.param("config.yaml", "taskmanager:\n  numberOfTaskSlots: 2\n"
                  "taskmanager.numberOfTaskSlots: 2\n", 2, id="nested-and-flat-agree"),
     pytest.param("flink-conf.yaml", "# legacy\njobmanager.rpc.address: jm\n"
-                 "taskmanager.numberOfTaskSlots: 1\ntaskmanager.numberOfTaskSlots: 6  # last wins\n",
+                 "taskmanager.numberOfTaskSlots: 1\n"
+                 "taskmanager.numberOfTaskSlots: 6  # last wins\n",
                  6, id="legacy-flink-conf"),
 ])
 def test_slots_from_real_files(tmp_path: Path, name: str, text: str, slots: int) -> None:
