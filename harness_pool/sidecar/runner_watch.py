@@ -23,7 +23,7 @@ that is not ``host:port`` (a Unix socket) is not watched.
 
 ``RunnerVerdicts`` is the pure part (observations and the time in, decisions
 out); ``probe`` and ``RunnerWatch`` (one daemon thread) are the shell.
-Threads: the watch thread is the only one touching its ``RunnerVerdicts``;
+Threads: the watch thread (a ``Ticker``) is the only one touching its ``RunnerVerdicts``;
 it calls ``Pool.holding`` and ``Pool.runner_gone``, which take the pool's
 lock; probes run outside any lock.
 """
@@ -33,17 +33,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
-import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 
 from harness_pool._grpc import _host_port
 from harness_pool.pool.core import PoolId
 from harness_pool.pool.pool import Held, Pool
-
-_LOG = logging.getLogger("harness_pool.sidecar")
+from harness_pool.sidecar.ticker import Ticker
 
 #: Errors of a TCP connect that mean nobody listens there any more.
 _GONE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
@@ -118,21 +115,16 @@ class RunnerWatch:
                  probe: Callable[[str], Endpoint] = probe,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool
-        self.interval = interval
         self.verdicts = RunnerVerdicts(lost_after)
         self._probe = probe
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hp-runner-watch",
-                                        daemon=True)
+        self._ticker = Ticker("hp-runner-watch", interval, self.check)
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
+        self._ticker.stop()
 
     def check(self) -> list[Lost]:
         """One pass: probes every held stage's endpoint once (each distinct endpoint once);
@@ -152,10 +144,3 @@ class RunnerWatch:
         self.verdicts.keep_only((h.pool_id, h.control_endpoint) for h in held
                                 if h.pool_id not in {d.pool_id for d in lost})
         return lost
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:  # one bad pass must not end the watch
-                _LOG.exception("runner watch pass failed; trying again in %.1fs", self.interval)

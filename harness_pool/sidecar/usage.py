@@ -19,7 +19,7 @@ seconds, and a last one when the harness reports Finished or the sidecar
 stops the worker; a worker that dies on its own loses at most its last
 ``interval`` of CPU.
 
-Threads: the sampler thread reads /proc every ``interval``; the pool calls
+Threads: the sampler thread (a ``Ticker``) reads /proc every ``interval``; the pool calls
 ``seated``/``unseated`` from gRPC and supervisor threads. ``_lock`` guards
 the ``SeatMeter``; /proc is read outside it; metrics are updated inside it
 (prometheus_client's own locks are leaves).
@@ -27,15 +27,13 @@ the ``SeatMeter``; /proc is read outside it; metrics are updated inside it
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 
 from harness_pool.pool.procstat import ProcUsage, read_usage
 from harness_pool.pool.usage import Charge, SeatMeter
 from harness_pool.sidecar.metrics import SidecarMetrics
-
-_LOG = logging.getLogger("harness_pool.sidecar")
+from harness_pool.sidecar.ticker import Ticker
 
 
 class UsageSampler:
@@ -44,22 +42,18 @@ class UsageSampler:
     def __init__(self, metrics: SidecarMetrics, seats: int, interval: float,
                  read: Callable[[int], ProcUsage | None] = read_usage) -> None:
         self.metrics = metrics
-        self.interval = interval
         self.meter = SeatMeter(seats)
         self._read = read
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hp-usage", daemon=True)
+        self._ticker = Ticker("hp-usage", interval, self.sample_once)
         with self._lock:
             self._export_all()
 
     def start(self) -> None:
-        self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
+        self._ticker.stop()
 
     # -- SeatHooks --------------------------------------------------------------
 
@@ -91,14 +85,6 @@ class UsageSampler:
                 if self.meter.tenants().get(pool_id) == tenants[pool_id]:
                     self._apply(self.meter.sample(pool_id, reading))
             self._export_all()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sample_once()
-            except Exception:  # one bad pass must not end the sampling
-                _LOG.exception("sampling worker usage failed; trying again in %.1fs",
-                               self.interval)
 
     # -- metrics (under _lock) --------------------------------------------------
 

@@ -16,6 +16,7 @@ from harness_pool.pool.procstat import read_usage
 from harness_pool.sidecar.cli import format_table, status_dict
 from harness_pool.sidecar.metrics import RESTART_CAUSES, START_ERROR_REASONS
 from harness_pool.sidecar.server import Sidecar
+from tests.k8s.helpers import wait_for
 from tests.sidecar.beam_helpers import BackgroundJob
 
 CPU = "harness_pool_worker_cpu_seconds_total"
@@ -26,16 +27,6 @@ def value(sidecar: Sidecar, name: str, **labels: str) -> float:
     got = sidecar.metrics.registry.get_sample_value(name, labels)
     assert got is not None, f"{name}{labels} is not exported"
     return got
-
-
-def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_every_slot_and_label_exists_at_zero_from_the_start(sidecar_factory) -> None:
@@ -84,7 +75,7 @@ def test_cpu_rises_under_a_cpu_heavy_udf_and_stays_low_for_an_idle_one(
     assert sidecar.pool.wait_until_no_stage(30)
     busy_total = value(sidecar, CPU, slot="0")
     assert busy_total >= during
-    _wait(lambda: value(sidecar, RSS, slot="0") == 0.0, 10, "the slot's RSS back to 0")
+    wait_for(lambda: value(sidecar, RSS, slot="0") == 0.0, 10, "the slot's RSS back to 0")
 
     # -- idle: the UDF sleeps as long
     idle_dir = tmp_path / "idle"
@@ -110,7 +101,7 @@ def test_status_says_why_each_worker_ended(sidecar_factory, tmp_path: Path) -> N
     (pid,) = job.wait_started()
     job.release()
     job.join()
-    _wait(lambda: any(w.pid == pid and w.state == "exited" for w in sidecar.status().workers),
+    wait_for(lambda: any(w.pid == pid and w.state == "exited" for w in sidecar.status().workers),
           30, f"worker pid {pid} exited")
     status = sidecar.status()
     (worker,) = [w for w in status.workers if w.pid == pid]
