@@ -241,6 +241,8 @@ class PoolCore:
             raise UnknownWorker(
                 f"pool worker id '{pool_id}' belongs to pid {worker.pid}, not pid {pid}"
             )
+        if not worker.pid:
+            worker.pid = pid  # attached before its launcher reported the pid (a fast fork)
         worker.move(WorkerState.IDLE, now)
         self._crashes = 0
         self._spawn_not_before = 0.0

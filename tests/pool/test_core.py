@@ -239,3 +239,12 @@ def test_an_exited_worker_keeps_the_seat_it_had_and_why_it_was_stopped() -> None
     assert worker.stop_reason == "the runner sent StopWorker for stage 1-1"
     assert worker.last_error == "a later reason does not overwrite"
     assert core.seats() == {}
+
+
+def test_a_worker_that_attaches_before_its_pid_is_reported_gets_the_hello_pid() -> None:
+    core = PoolCore(target_idle=1, max_processes=2)
+    (pool_id,) = spawn(core, 0.0)
+    worker = core.attach(pool_id, 4321, token(pool_id), 1.0)
+    assert worker.pid == 4321
+    core.spawned(pool_id, 4321)  # the launcher's report, late, agrees
+    assert core.workers[pool_id].pid == 4321

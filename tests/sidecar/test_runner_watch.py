@@ -123,7 +123,8 @@ def test_a_deaf_worker_of_a_killed_runner_is_recycled_within_the_bound(
     assert not pid_alive(pid), f"the worker of a killed runner still runs {gone_after:.0f} s on"
     print(f"\nworker of the killed runner gone {gone_after:.1f} s after the SIGKILL "
           f"(stated bound {bound:g} s)")
-    assert gone_after <= bound + 5.0, f"{gone_after:.1f} s; the sidecar states {bound:g} s"
+    # The stated bound, plus room for a loaded 2-core machine (the watch thread late).
+    assert gone_after <= bound + 10.0, f"{gone_after:.1f} s; the sidecar states {bound:g} s"
     (record,) = [a for a in sidecar.status().assignments if a.pid == pid]
     assert record.outcome == "failed"
     assert f"stage {record.runner_worker_id}: the runner's control endpoint" in record.detail
