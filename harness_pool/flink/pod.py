@@ -134,7 +134,9 @@ class Pod:
         self.sidecar_port, self.metrics_port = free_port(), free_port()
         argv = [sys.executable, "-m", "harness_pool", "serve", "--host", "127.0.0.1",
                 "--port", str(self.sidecar_port), "--flavor", "pyflink",
-                "--workers", str(self.slots), "--metrics-port", str(self.metrics_port),
+                # the slot count from the cluster's config.yaml ($FLINK_CONF_DIR), as the
+                # sidecar of k8s/reactive reads the ConfigMap its TaskManager mounts
+                "--workers", "auto", "--metrics-port", str(self.metrics_port),
                 "--drain-timeout", str(SIDECAR_DRAIN_TIMEOUT),
                 "--stop-grace", str(SIDECAR_STOP_GRACE)]
         self.sidecar = ChildProcess(f"pod {self.name} sidecar", argv, env,

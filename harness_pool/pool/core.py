@@ -19,7 +19,13 @@ Invariants:
 - a job's own interpreter (issue 9): workers of interpreter X are spawned on
   demand, one per StartWorker waiting for X and not yet covered by an idle or
   starting X worker (``demand``), serve only stages for X, never count towards
-  the warm reserve, and their deaths never back off the pool's own spawning.
+  the warm reserve, and their deaths never back off the pool's own spawning;
+- seats: a worker holding a stage (assigned or busy) occupies one *seat*, the
+  lowest free index at its claim, kept until it is stopped or exits. Seats
+  0..target_idle-1 are the TaskManager's slots when ``--workers`` matches the
+  slot count; a seat >= target_idle is taken only while more stages than that
+  run at once. Metrics label per-worker usage by seat (stable across worker
+  replacements and runner restarts), never by worker id.
 """
 
 from __future__ import annotations
@@ -96,6 +102,14 @@ class Worker:
     token: str = dataclasses.field(default="", repr=False)  # the spawn's secret
     preparing_since: float = 0.0  # when it reported preparing the job's dependencies
     interpreter: str = ""  # "" = the pool's own; else a job's (spawned on demand)
+    seat: int | None = None  # the seat it occupies (or occupied) while holding a stage
+    stop_reason: str = ""  # why it was asked to stop (first reason wins)
+    end_reason: str = ""  # a sentence saying why it ended, once EXITED
+
+    @property
+    def seated(self) -> bool:
+        """Occupies its seat now (holding a stage; a stopping worker has freed it)."""
+        return self.seat is not None and self.state in _HOLDING
 
     def move(self, to: WorkerState, now: float) -> None:
         if to not in _LEGAL[self.state]:
@@ -259,6 +273,8 @@ class PoolCore:
             raise UnknownWorker(
                 f"pool worker id '{pool_id}' belongs to pid {worker.pid}, not pid {pid}"
             )
+        if not worker.pid:
+            worker.pid = pid  # attached before its launcher reported the pid (a fast fork)
         worker.move(WorkerState.IDLE, now)
         self._crashes = 0
         self._spawn_not_before = 0.0
@@ -283,6 +299,7 @@ class PoolCore:
             return None
         worker = idle[0]
         worker.move(WorkerState.ASSIGNED, now)
+        worker.seat = self.free_seat()
         worker.runner_worker_id = runner_id
         worker.assigned_at = now
         worker.served += 1
@@ -294,13 +311,20 @@ class PoolCore:
         worker.move(WorkerState.BUSY, now)
         return worker
 
-    def stopping(self, pool_id: PoolId, now: float, reason: str = "") -> Worker:
-        """The worker is being ended (idempotent)."""
+    def stopping(self, pool_id: PoolId, now: float, reason: str = "", why: str = "") -> Worker:
+        """The worker is being ended (idempotent); frees its seat.
+
+        ``reason`` is an error (kept as ``last_error``); ``why`` (default: ``reason``)
+        says why it is stopped, error or not (kept as ``stop_reason``).
+        """
         worker = self.workers[pool_id]
         if worker.state not in (WorkerState.STOPPING, WorkerState.EXITED):
             worker.move(WorkerState.STOPPING, now)
         if reason and not worker.last_error:
             worker.last_error = reason
+        why = why or reason
+        if why and not worker.stop_reason:
+            worker.stop_reason = why
         return worker
 
     def exited(self, pool_id: PoolId, code: int | None, now: float) -> Worker:
@@ -331,3 +355,14 @@ class PoolCore:
     @property
     def consecutive_crashes(self) -> int:
         return self._crashes
+
+    # -- seats -----------------------------------------------------------------
+
+    def free_seat(self) -> int:
+        """The lowest seat no worker occupies now."""
+        taken = {w.seat for w in self.workers.values() if w.seated}
+        return next(i for i in range(len(taken) + 1) if i not in taken)
+
+    def seats(self) -> dict[int, Worker]:
+        """Occupied seats and the worker in each."""
+        return {w.seat: w for w in self.workers.values() if w.seated and w.seat is not None}

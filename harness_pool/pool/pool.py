@@ -8,9 +8,21 @@ connected to the runner, that worker is stopped at once (replaced, never
 handed to anyone else). A worker that is not connected within the start
 timeout is stopped the same way.
 
+Why things ended: every settled ``Record`` has a ``detail`` sentence naming
+the stage and the cause, and every exited worker an ``end_reason`` sentence
+(``harness_pool.pool.reasons``). A stage whose harness failed is checked
+against its runner (``runner_lost``, injected by the sidecar): a control
+endpoint that refuses connections means the runner went away, and the detail
+says so instead of quoting the harness's error alone.
+
+Seats: the core gives each worker holding a stage a seat; ``seat_hooks``
+hears when a seat is taken (after the claim) and left (at Finished, at a
+stop, at exit), for the per-slot usage metrics.
+
 Threads: gRPC threads call ``assign``/``stop``/``attach``/``worker_event``;
 the supervisor thread calls the ``Hooks`` methods (``plan_spawns``,
-``spawned``, ``exited``). Every read or write of ``core``, ``_mailboxes`` and
+``spawned``, ``exited``); the sidecar's runner watch calls ``holding`` and
+``runner_gone``. Every read or write of ``core``, ``_mailboxes`` and
 ``_records`` happens under ``_cond``. Lock order: ``Pool._cond`` may be held
 while taking ``Supervisor._lock`` (``pid_of``), never the other way round;
 signals to processes are sent after ``_cond`` is released.
@@ -30,6 +42,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from harness_pool._errors import clip, printable
+from harness_pool.pool import reasons
 from harness_pool.pool.core import (
     NoSuchWorker,
     PoolCore,
@@ -86,6 +99,31 @@ class NullObserver:
         pass
 
 
+class SeatHooks(Protocol):
+    """Hears seats taken and left (the per-slot usage sampler); calls must be quick."""
+
+    def seated(self, pool_id: str, seat: int, pid: int) -> None: ...
+
+    def unseated(self, pool_id: str) -> None: ...
+
+
+class NullSeatHooks:
+    def seated(self, pool_id: str, seat: int, pid: int) -> None:
+        pass
+
+    def unseated(self, pool_id: str) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A worker holding a stage, as the runner watch sees it."""
+
+    pool_id: PoolId
+    runner_worker_id: str
+    control_endpoint: str
+
+
 class Outcome(enum.Enum):
     """How an assignment went (``AssignmentRecord.outcome``)."""
 
@@ -117,6 +155,7 @@ class Record:
     ended_at: float = 0.0
     outcome: Outcome = Outcome.STARTING
     detail: str = ""
+    endpoint: str = ""  # the runner's control endpoint
 
     def end(self, outcome: Outcome, detail: str = "") -> None:
         """Settles a live record (a settled one keeps its first outcome)."""
@@ -158,6 +197,9 @@ class Pool:
         self._queues: dict[str, deque[object]] = {}
         self._spawn_errors: dict[str, tuple[float, str]] = {}
         self.on_change: Callable[[], None] = lambda: None  # health refresh
+        self.seat_hooks: SeatHooks = NullSeatHooks()
+        #: Whether a runner's control endpoint is gone (refuses connections); quick.
+        self.runner_lost: Callable[[str], bool] = lambda endpoint: False
 
     # -- supervisor hooks ------------------------------------------------------
 
@@ -199,20 +241,22 @@ class Pool:
             record = self._records.pop(pool_id, None)
             if record is not None:
                 record.ended_at = self.wall()
-                if code:
-                    record.end(Outcome.FAILED, f"worker exited with code {code}")
-                else:
-                    record.end(Outcome.FINISHED)
+                record.end(Outcome.FAILED if code else Outcome.FINISHED,
+                           reasons.stage_exited(record.runner_worker_id, pool_id, code))
+            worker.end_reason = reasons.worker_ended(
+                before.value, code, worker.stop_reason, record.detail if record else "",
+                worker.last_error)
             self._cond.notify_all()
             crashes = self.core.consecutive_crashes
             summary = self.core.summary()
         if box is not None:
             box.put(_RELEASE)
+        self.seat_hooks.unseated(pool_id)
         level = logging.INFO if (code == 0 or before is WorkerState.STOPPING) else logging.WARNING
         what = f"after serving {worker.runner_worker_id}" if worker.runner_worker_id else (
             "before getting warm" if before is WorkerState.SPAWNING else f"while {before}")
-        _LOG.log(level, "worker %s (pid %d) exited with code %s %s; %s%s", pool_id, worker.pid,
-                 code, what, summary,
+        _LOG.log(level, "worker %s (pid %d) exited with code %s %s (%s); %s%s", pool_id,
+                 worker.pid, code, what, worker.end_reason, summary,
                  f"; {crashes} cold deaths in a row, backing off" if crashes else "",
                  extra={"pool_id": pool_id, "runner_worker_id": worker.runner_worker_id or ""})
         self.observer.worker_exited(pool_id, code, worker.served)
@@ -244,6 +288,9 @@ class Pool:
 
     def worker_event(self, pool_id: PoolId, event: pool_pb2.WorkerEvent) -> None:
         kind = event.WhichOneof("event")
+        if kind == "finished":
+            self._finished(pool_id, event.finished.error)
+            return
         with self._cond:
             worker = self.core.workers.get(pool_id)
             record = self._records.get(pool_id)
@@ -258,17 +305,34 @@ class Pool:
             elif kind == "start_failed":
                 worker.last_error = clip(event.start_failed.reason)
                 if record:
-                    record.end(Outcome.START_FAILED, worker.last_error)
-            elif kind == "finished":
-                error = event.finished.error.strip()
-                if record:
-                    record.end(Outcome.FAILED if error else Outcome.FINISHED,
-                               error.splitlines()[-1] if error else "")
+                    record.end(Outcome.START_FAILED, reasons.stage_start_failed(
+                        record.runner_worker_id, reasons.cause_line(worker.last_error)))
             self._cond.notify_all()
         if kind == "ready":
             self.observer.stage_prepared(event.ready.prepare)
         elif kind == "start_failed" and event.start_failed.kind == "dependencies":
             self.observer.dependencies_failed()
+        self._changed()
+
+    def _finished(self, pool_id: PoolId, error: str) -> None:
+        """The worker's harness ended: the stage is settled with a sentence saying how.
+
+        A failed harness whose runner's control endpoint refuses connections lost its
+        runner (a TaskManager gone): the sentence says that first.
+        """
+        cause = reasons.cause_line(error)
+        with self._cond:
+            record = self._records.get(pool_id)
+            endpoint = record.endpoint if record is not None and record.outcome.live else ""
+        gone = bool(cause and endpoint and self.runner_lost(endpoint))
+        with self._cond:
+            if record is not None:
+                rid = record.runner_worker_id
+                record.end(Outcome.FAILED if cause else Outcome.FINISHED,
+                           reasons.stage_failed(rid, cause, endpoint if gone else "") if cause
+                           else reasons.stage_finished(rid))
+            self._cond.notify_all()
+        self.seat_hooks.unseated(pool_id)  # the stage's work is done: its last CPU sample
         self._changed()
 
     def detached(self, pool_id: PoolId) -> None:
@@ -319,15 +383,19 @@ class Pool:
             raise
         with self._cond:
             waited = self.clock() - t0
-            record = Record(worker.pool_id, runner_id, worker.pid, self.wall())
+            record = Record(worker.pool_id, runner_id, worker.pid, self.wall(),
+                            endpoint=assignment.control_endpoint)
             self._records[worker.pool_id] = record
             self._history.appendleft(record)
             box = self._mailboxes.get(worker.pool_id)
             if box is not None:  # else it died since the claim: the wait below says so
                 box.put(assignment)
             summary = self.core.summary()
-        _LOG.info("worker %s assigned to stage %s; %s", worker.pool_id, runner_id, summary,
+        _LOG.info("worker %s assigned to stage %s (slot %s); %s", worker.pool_id, runner_id,
+                  worker.seat, summary,
                   extra={"pool_id": worker.pool_id, "runner_worker_id": runner_id})
+        if worker.seat is not None:
+            self.seat_hooks.seated(worker.pool_id, worker.seat, worker.pid)
         self._changed()
         if self.supervisor:
             self.supervisor.wake()  # start the replacement now, not when this one exits
@@ -375,7 +443,7 @@ class Pool:
         else:
             reason, message = "start_failed", f"worker {worker.pool_id} failed to start: {error}"
         with self._cond:
-            record.end(outcome, message)
+            record.end(outcome, f"stage {runner_id}: {message}")
         self._end(worker.pool_id, message)
         self.observer.start_error(reason)
         raise AssignError(clip(f"stage {runner_id}: {message}"), reason)
@@ -451,12 +519,12 @@ class Pool:
             worker = self.core.release(runner_id)
             record = self._records.get(worker.pool_id) if worker else None
             if record is not None:
-                record.end(Outcome.STOPPED)
+                record.end(Outcome.STOPPED, reasons.stage_stopped(runner_id))
         if worker is None:
             return False
         _LOG.info("StopWorker for stage %s: stopping worker %s", runner_id, worker.pool_id,
                   extra={"pool_id": worker.pool_id, "runner_worker_id": runner_id})
-        self._end(worker.pool_id, "")
+        self._end(worker.pool_id, "", why=f"the runner sent StopWorker for stage {runner_id}")
         return True
 
     def recycle(self, pool_id: str) -> None:
@@ -464,16 +532,48 @@ class Pool:
             worker = self.core.workers.get(PoolId(pool_id))
             if worker is None or worker.state is WorkerState.EXITED:
                 raise NoSuchWorker(f"no live worker with pool id '{printable(pool_id)}'")
+            record = self._records.get(PoolId(pool_id))
+            if record is not None:
+                record.end(Outcome.STOPPED,
+                           reasons.stage_recycled(record.runner_worker_id, pool_id))
         self._end(PoolId(pool_id), "recycled by an operator")
 
-    def _end(self, pool_id: PoolId, reason: str) -> None:
+    def holding(self) -> list[Held]:
+        """Workers holding a stage (assigned or busy), with their runner's control endpoint."""
+        with self._cond:
+            return [Held(w.pool_id, w.runner_worker_id or "", self._records[w.pool_id].endpoint)
+                    for w in self.core.workers.values()
+                    if w.state in (WorkerState.ASSIGNED, WorkerState.BUSY)
+                    and w.pool_id in self._records and self._records[w.pool_id].endpoint]
+
+    def runner_gone(self, pool_id: PoolId, endpoint: str, seconds: float) -> bool:
+        """The runner of the stage ``pool_id`` serves is gone (its control endpoint has
+        refused connections for ``seconds``): the stage fails with a sentence saying so,
+        and the worker is stopped (a replacement warms as usual). False if it no longer
+        holds that stage."""
+        with self._cond:
+            worker = self.core.workers.get(pool_id)
+            record = self._records.get(pool_id)
+            if (worker is None or record is None or record.endpoint != endpoint
+                    or worker.state not in (WorkerState.ASSIGNED, WorkerState.BUSY)):
+                return False
+            sentence = reasons.runner_lost(record.runner_worker_id, endpoint, seconds, pool_id)
+            record.end(Outcome.FAILED, sentence)
+            summary = self.core.summary()
+        _LOG.warning("%s; %s", sentence, summary,
+                     extra={"pool_id": pool_id, "runner_worker_id": record.runner_worker_id})
+        self._end(pool_id, sentence)
+        return True
+
+    def _end(self, pool_id: PoolId, reason: str, why: str = "") -> None:
         with self._cond:
             worker = self.core.workers.get(pool_id)
             if worker is None or worker.state is WorkerState.EXITED:
                 return
-            self.core.stopping(pool_id, self.clock(), reason)
+            self.core.stopping(pool_id, self.clock(), reason, why)
             box = self._mailboxes.get(pool_id)
             self._cond.notify_all()
+        self.seat_hooks.unseated(pool_id)  # before the signal: its last CPU sample
         if box is not None:
             box.put(_RELEASE)
         if self.supervisor:
@@ -491,6 +591,18 @@ class Pool:
             self._cond.notify_all()
         for pool_id in idle:
             self._end(pool_id, "sidecar shutting down")
+
+    def stop_all(self, why: str) -> None:
+        """Shutdown, after the drain: every live worker is stopped, and every stage still
+        running ends as stopped, for ``why``."""
+        with self._cond:
+            ids = [w.pool_id for w in self.core.live()]
+            for pool_id in ids:
+                record = self._records.get(pool_id)
+                if record is not None:
+                    record.end(Outcome.STOPPED, f"stage {record.runner_worker_id} stopped: {why}")
+        for pool_id in ids:
+            self._end(pool_id, "", why=why)
 
     def wait_until_no_stage(self, timeout: float) -> bool:
         """Waits for running stages to end; True when none is left."""
@@ -521,7 +633,7 @@ class Pool:
                     uptime_seconds=now - w.spawned_at, assignments_served=w.served,
                     seconds_in_state=now - w.state_since,
                     connected=w.state in (WorkerState.IDLE, WorkerState.ASSIGNED, WorkerState.BUSY),
-                    last_error=clip(w.last_error),
+                    last_error=clip(w.last_error), end_reason=w.end_reason, slot=w.seat,
                 )
                 for w in sorted(self.core.workers.values(), key=lambda w: w.spawned_at)
             ]

@@ -19,6 +19,15 @@ Threads: the main thread owns the harness; gRPC's own threads carry the
 Attach stream, whose outgoing events go through ``_Events``. If the sidecar
 goes away while the worker is idle, the worker exits (no orphans); a worker
 already serving a stage finishes it first.
+
+Leaving never hangs: when the harness returns, the stage's logging is taken
+apart in an order that cannot deadlock (``end_logging``: PyFlink's
+print/stdout/stderr redirection undone, Beam's Fn API log handler taken off
+the root logger, then closed by a daemon thread joined for at most
+``LOG_CLOSE_TIMEOUT``), and the process leaves with ``os._exit`` without
+``logging.shutdown`` (which would wait on that handler's lock). A failure is
+reported as one line naming the exception's type and message
+(``describe_error``), never a traceback; the traceback goes to the local log.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
-import traceback
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -45,6 +54,13 @@ from harness_pool.pool import jobenv  # noqa: E402
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc  # noqa: E402
 
 _LOG = logging.getLogger("harness_pool.worker")
+
+#: Seconds the worker waits for Beam's Fn API log handler to close (flush its queue to
+#: the runner's logging service, end its reader thread). Its own ``close()`` waits
+#: without a bound; after a vanished runner the reader needs about 0.5 s to give up.
+LOG_CLOSE_TIMEOUT = 3.0
+#: Longest failure text a worker reports (``describe_error``).
+MAX_CAUSE_CHARS = 300
 
 
 def _import_harness(flavor: str) -> Any:
@@ -128,30 +144,92 @@ def harness_environment(assignment: pool_pb2.Assignment, semi_dir: str) -> dict[
     return env
 
 
-def _pyflink_stdio() -> Any:
+class _PyflinkStdio:
+    """PyFlink's print/stdout/stderr redirection to logging, as its boot installs it, and
+    its undoing (``close``)."""
+
+    def __init__(self) -> None:
+        import builtins
+        from functools import partial
+
+        from pyflink.fn_execution.beam import beam_sdk_worker_main as pf
+
+        local = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
+        for old in logging.getLogger().handlers[:1]:
+            local.setFormatter(old.formatter)
+            for f in old.filters:
+                local.addFilter(f)
+        root = logging.getLogger()
+        self._print = builtins.print
+        sys.stdout.write = partial(pf.print_to_logging, root.info)  # type: ignore[method-assign]
+        sys.stderr.write = partial(pf.print_to_logging, root.error)  # type: ignore[method-assign]
+        self._custom = pf.CustomPrint(print)
+        builtins.print = self._custom.print
+        root.handlers = [local]
+
+    def close(self) -> None:
+        """Flushes a pending partial line (still to logging), then restores print, stdout
+        and stderr: from here on a write to stderr is a write to stderr, not a log record
+        that needs a handler's lock."""
+        import builtins
+
+        try:
+            self._custom.close()
+        finally:
+            builtins.print = self._print
+            for stream in (sys.stdout, sys.stderr):
+                vars(stream).pop("write", None)  # the instance attribute set above
+
+
+def _pyflink_stdio() -> _PyflinkStdio:
     """Routes print/stdout/stderr to logging (hence to the runner) as PyFlink's boot does.
 
-    Returns the object whose ``close()`` flushes a pending partial line. A
-    local copy of the logs goes to a duplicate of the original stderr, which
-    the redirection below does not touch.
+    A local copy of the logs goes to a duplicate of the original stderr, which the
+    redirection does not touch. ``close()`` undoes it.
     """
-    import builtins
-    from functools import partial
+    return _PyflinkStdio()
 
-    from pyflink.fn_execution.beam import beam_sdk_worker_main as pf
 
-    local = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
-    for old in logging.getLogger().handlers[:1]:
-        local.setFormatter(old.formatter)
-        for f in old.filters:
-            local.addFilter(f)
-    root = logging.getLogger()
-    sys.stdout.write = partial(pf.print_to_logging, root.info)  # type: ignore[method-assign]
-    sys.stderr.write = partial(pf.print_to_logging, root.error)  # type: ignore[method-assign]
-    custom_print = pf.CustomPrint(print)
-    builtins.print = custom_print.print
-    root.handlers = [local]
-    return custom_print
+def end_logging(handler: logging.Handler | None, stdio: _PyflinkStdio | None,
+                timeout: float = LOG_CLOSE_TIMEOUT) -> bool:
+    """Ends a stage's logging without ever hanging; True when the handler closed in time.
+
+    Beam's ``FnApiLogRecordHandler.close()`` takes the handler's lock and joins its
+    reader thread with no timeout; that thread, seeing the logging stream broken (the
+    runner gone), prints to stderr. Redirected to logging, that print needs the same
+    lock: a deadlock. So: undo the redirection, take the handler off the root logger,
+    and only then close it, in a daemon thread joined for at most ``timeout``.
+    """
+    if stdio is not None:
+        stdio.close()
+    if handler is None:
+        return True
+    logging.getLogger().removeHandler(handler)
+    closer = threading.Thread(target=handler.close, name="hp-close-fn-log", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        _LOG.warning("Beam's Fn API log handler did not close within %.0fs (the runner's "
+                     "logging service is gone?); leaving without it", timeout)
+        return False
+    return True
+
+
+def describe_error(exc: BaseException, limit: int = MAX_CAUSE_CHARS) -> str:
+    """One line naming an exception: its type and the first line of its message (a gRPC
+    error: its status code and details), at most ``limit`` characters."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    text = ""
+    if isinstance(exc, grpc.RpcError) and callable(code) and callable(details):
+        try:
+            status = code()
+            text = f"gRPC {getattr(status, 'name', status)}: {details()}"
+        except Exception:  # a half-built RpcError: fall back to its type and message
+            text = ""
+    if not text:
+        message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return clip(" ".join(text.split()), limit)
 
 
 def semi_dir_prefix(runner_worker_id: str) -> str:
@@ -162,10 +240,11 @@ def semi_dir_prefix(runner_worker_id: str) -> str:
 def serve_assignment(
     sdk_worker_main: Any, assignment: pool_pb2.Assignment, flavor: str, events: _Events
 ) -> str:
-    """Runs the SDK harness for one stage; returns an error text, empty on success."""
+    """Runs the SDK harness for one stage; returns a one-line error, empty on success."""
     semi_dir = tempfile.mkdtemp(prefix=semi_dir_prefix(assignment.runner_worker_id))
-    closer = None
     stage_env: jobenv.StageEnvironment | None = None
+    stdio: _PyflinkStdio | None = None
+    fn_log_handler: logging.Handler | None = None
     try:
         try:
             t0 = time.monotonic()
@@ -178,32 +257,32 @@ def serve_assignment(
             env = harness_environment(assignment, semi_dir)
             os.environ.update(env)  # the state channel reads WORKER_ID from here
             if flavor == "pyflink":
-                closer = _pyflink_stdio()
+                stdio = _pyflink_stdio()
             t1 = time.monotonic()
             fn_log_handler, harness, _options = sdk_worker_main.create_harness(env)
             _LOG.info("stage %s: harness connected in %.1f ms (params %.1f ms, harness %.1f ms)",
                       assignment.runner_worker_id, (time.monotonic() - t0) * 1000,
                       (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
         except Exception as exc:  # report, then exit: the process is spent either way
-            reason = clip(jobenv.failure_reason(exc))
-            _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason)
-            events.send(start_failed=pool_pb2.StartFailed(
-                reason=reason, kind=jobenv.failure_kind(exc)))
+            kind = jobenv.failure_kind(exc)
+            # A dependency error is a whole message written for the user (package, both
+            # versions, what to do); anything else is named in one line.
+            reason = clip(jobenv.failure_reason(exc)) if kind else describe_error(exc)
+            _LOG.error("start failed for stage %s: %s", assignment.runner_worker_id, reason,
+                       exc_info=not kind)
+            events.send(start_failed=pool_pb2.StartFailed(reason=reason, kind=kind))
             return reason
         events.send(ready=pool_pb2.Ready(prepare=stage_env.report))
         error = ""
         try:
             harness.run()
-        except Exception:
-            error = traceback.format_exc(limit=5)
-            _LOG.error("harness for stage %s failed:\n%s", assignment.runner_worker_id, error)
-        finally:
-            if fn_log_handler is not None:
-                fn_log_handler.close()
-        return clip(error)
+        except Exception as exc:
+            error = describe_error(exc)
+            _LOG.error("harness for stage %s failed: %s", assignment.runner_worker_id, error,
+                       exc_info=True)
+        return error
     finally:
-        if closer is not None:
-            closer.close()
+        end_logging(fn_log_handler, stdio)
         if stage_env is not None:
             stage_env.close()  # the environment may be evicted again
         shutil.rmtree(semi_dir, ignore_errors=True)
@@ -286,10 +365,22 @@ def setup_logging(pool_id: str) -> None:
 
 def exit_now(code: int) -> NoReturn:
     """Beam's harness leaves non-daemon executor threads behind; the process has
-    served its one assignment, so leave without waiting for them."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    served its one assignment, so leave without waiting for them.
+
+    Not ``logging.shutdown()``: it takes the lock of every handler ever made, Beam's
+    Fn API log handler included, which a stuck close may still hold. Only the root
+    logger's handlers (the local copy) are flushed.
+    """
+    for handler in list(logging.getLogger().handlers):
+        try:
+            handler.flush()
+        except Exception:  # leaving anyway
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
     os._exit(code)
 
 

@@ -33,10 +33,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default=d.host, help="address to bind")
     p.add_argument("--port", type=int, default=d.port, help="port to bind (0: any free port)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="warm workers kept idle (match the TaskManager's slot count)")
+    p.add_argument("--workers", type=_workers, default=d.workers,
+                   help="warm workers kept idle (match the TaskManager's slot count); 'auto': "
+                   "taskmanager.numberOfTaskSlots from the Flink configuration in "
+                   "--flink-conf-dir")
     p.add_argument("--max-processes", type=int, default=d.max_processes,
-                   help="cap on worker processes alive at once; 0 = 2 x --workers")
+                   help="cap on worker processes alive at once; 0 = 2 x --workers (after "
+                   "'auto' is resolved)")
     p.add_argument("--flavor", choices=("beam", "pyflink"), default=d.flavor,
                    help="beam: stock Python SDK harness; pyflink: also PyFlink's operations")
     p.add_argument("--spawn", choices=("fork", "exec"), default=d.spawn,
@@ -92,6 +95,21 @@ def register(sub: Any) -> None:
                    help="reap orphaned processes of user code: auto = when PID 1 or already a "
                    "child subreaper; on = become a child subreaper and reap")
     _add_deps_flags(p)
+    # -- issue 13: the TaskManager's slots, its vanishing, per-slot usage
+    p.add_argument("--flink-conf-dir", default=d.flink_conf_dir,
+                   help="Flink configuration folder (config.yaml or legacy flink-conf.yaml) "
+                   "that --workers auto reads; empty = $FLINK_CONF_DIR")
+    p.add_argument("--runner-check-interval", type=float, default=d.runner_check_interval,
+                   help="seconds between TCP probes of the control endpoint of every stage a "
+                   "worker holds")
+    p.add_argument("--runner-lost-after", type=float, default=d.runner_lost_after,
+                   help="a stage whose control endpoint refused connections this long lost "
+                   "its runner (TaskManager gone): its worker is stopped and replaced, within "
+                   "runner-lost-after + runner-check-interval + stop-grace seconds of the "
+                   "TaskManager vanishing")
+    p.add_argument("--usage-interval", type=float, default=d.usage_interval,
+                   help="seconds between /proc readings of the workers holding a stage, for "
+                   "harness_pool_worker_cpu_seconds_total and _rss_bytes{slot}")
     p.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("status", help="print the workers of a running sidecar",
@@ -148,10 +166,28 @@ def deps_from_args(args: argparse.Namespace) -> DepsSettings:
                         job_interpreters=args.job_interpreters)
 
 
+def _workers(value: str) -> int | str:
+    """``--workers``: a number, or ``auto`` (resolved by ``settings_from_args``)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is neither a number of workers nor 'auto'") from None
+
+
 def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
+    """Settings from ``serve``'s arguments; ``--workers auto`` is resolved here (a
+    ConfigError naming the file and key when it cannot be)."""
     ids = tuple(i.strip() for i in args.external_worker_ids.split(",") if i.strip())
+    workers = args.workers
+    if workers == "auto":
+        from harness_pool.sidecar.flink_slots import conf_dir_of, slots_from_flink_conf
+
+        workers = slots_from_flink_conf(conf_dir_of(args.flink_conf_dir))
     return SidecarSettings(
-        host=args.host, port=args.port, workers=args.workers, max_processes=args.max_processes,
+        host=args.host, port=args.port, workers=workers, max_processes=args.max_processes,
         flavor=args.flavor, spawn=args.spawn, assign_timeout=args.assign_timeout,
         start_timeout=args.start_timeout,
         provision_timeout=args.provision_timeout, drain_timeout=args.drain_timeout,
@@ -165,6 +201,8 @@ def settings_from_args(args: argparse.Namespace) -> SidecarSettings:
         first_message_timeout=args.first_message_timeout,
         liveness_timeout=args.liveness_timeout, reap_orphans=args.reap_orphans,
         deps=deps_from_args(args),
+        flink_conf_dir=args.flink_conf_dir, runner_check_interval=args.runner_check_interval,
+        runner_lost_after=args.runner_lost_after, usage_interval=args.usage_interval,
     )
 
 
@@ -203,12 +241,13 @@ def status_dict(status: pool_pb2.PoolStatus) -> dict[str, Any]:
 
 
 def format_table(status: pool_pb2.PoolStatus) -> str:
-    head = ("POOL ID", "KIND", "STATE", "RUNNER WORKER ID", "PID", "UPTIME", "SERVED",
-            "CONNECTED", "FORWARDED", "ERROR")
+    head = ("POOL ID", "KIND", "STATE", "RUNNER WORKER ID", "SLOT", "PID", "UPTIME", "SERVED",
+            "CONNECTED", "FORWARDED", "WHY ENDED / ERROR")
     rows = [head] + [
-        (w.pool_id, w.kind, w.state, w.runner_worker_id or "-", str(w.pid or "-"),
+        (w.pool_id, w.kind, w.state, w.runner_worker_id or "-",
+         str(w.slot) if w.HasField("slot") else "-", str(w.pid or "-"),
          f"{w.uptime_seconds:.1f}s", str(w.assignments_served), "yes" if w.connected else "no",
-         _bytes(w.bytes_forwarded) if w.kind == "external" else "-", (w.last_error or "")[:60])
+         _bytes(w.bytes_forwarded) if w.kind == "external" else "-", _why(w))
         for w in status.workers
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -228,6 +267,12 @@ def _env_cache_line(cache: pool_pb2.EnvCacheStatus) -> list[str]:
             f"{_bytes(cache.bytes_in_use)} of {limit}; stages: {cache.hits} hit, "
             f"{cache.waits} waited, {cache.builds} built ({cache.pip_runs} pip runs), "
             f"{cache.failures} refused{jobs}"]
+
+
+def _why(w: pool_pb2.WorkerStatus, width: int = 100) -> str:
+    """An exited worker's end reason, else its last error; cut to ``width``."""
+    text = w.end_reason or w.last_error or ""
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _bytes(n: int) -> str:

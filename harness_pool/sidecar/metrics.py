@@ -1,7 +1,8 @@
 """Prometheus metrics of the sidecar, on their own registry (one per sidecar).
 
 ``SidecarMetrics`` is the pool's ``Observer``; the fixed-endpoint proxy adds
-bytes with ``forwarded``. ``serve(host, port)`` exposes ``/metrics``.
+bytes with ``forwarded``; the usage sampler (``harness_pool.sidecar.usage``)
+feeds the per-slot worker CPU and RSS. ``serve(host, port)`` exposes ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,17 @@ from harness_pool.sidecar.deps_status import DepsStatus
 from harness_pool.v1 import pool_pb2
 
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: Every ``reason`` of harness_pool_start_worker_errors_total (the labels the pool, the
+#: runner service and the fixed-endpoint proxy count; ``DuplicateWorker`` and
+#: ``PoolError`` are the error classes a runner can meet: a runner worker id already
+#: served, a draining sidecar). Exported at 0 from the start: an alert on ``increase``
+#: sees the first error, which a series born at 1 would hide.
+START_ERROR_REASONS = ("bad_request", "provision_unreachable", "runner_unreachable",
+                       "no_idle_worker", "cancelled", "start_timeout", "start_failed",
+                       "worker_died", "external_refused", "DuplicateWorker", "PoolError")
+#: Every ``cause`` of harness_pool_worker_restarts_total, exported at 0 from the start.
+RESTART_CAUSES = ("served", "crashed", "released")
 
 
 class SidecarMetrics:
@@ -50,6 +62,21 @@ class SidecarMetrics:
         self.external = Gauge("harness_pool_external_workers",
                               "External (fixed-endpoint) workers by state", ["state"],
                               registry=r)
+        # -- per-slot worker usage (harness_pool.sidecar.usage; issue 13)
+        self.worker_cpu = Counter(
+            "harness_pool_worker_cpu_seconds",
+            "User+system CPU seconds of the pooled workers that held a stage in this slot "
+            "(seat), counted from taking the seat to the end of the stage; includes workers "
+            "that have exited", ["slot"], registry=r)
+        self.worker_rss = Gauge(
+            "harness_pool_worker_rss_bytes",
+            "Resident memory of the worker holding a stage in this slot (seat); 0 when free",
+            ["slot"], registry=r)
+        # -- every known label value starts at 0, so an alert sees the first event
+        for reason in START_ERROR_REASONS:
+            self.start_errors.labels(reason)
+        for cause in RESTART_CAUSES:
+            self.restarts.labels(cause)
         self._http: Any = None
         self._lock = threading.Lock()
         self.deps: DepsStatus | None = None  # job dependencies (issue 9), set by the sidecar

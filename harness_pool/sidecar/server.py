@@ -11,6 +11,11 @@ Listeners (each with its own threads, so a flood on one cannot starve another):
 - optional: a health-only port for the kubelet (``--health-port``) and the
   admin address (``--admin-address``), the only place ``RecycleWorker`` works.
 
+Two housekeeping threads: the runner watch (``runner_watch``: a worker whose
+runner's control endpoint refuses connections for ``--runner-lost-after`` is
+stopped and replaced) and the usage sampler (``usage``: per-slot CPU and RSS
+of the workers holding stages, from /proc).
+
 Every listener has the same limits: message size (``--max-message-mib``),
 keepalive (a frozen peer's connection is closed), streams per connection; one
 ``Watchdog`` cancels streams that must speak first and stay silent
@@ -49,7 +54,9 @@ from harness_pool.sidecar.health import HealthServicer, Readiness
 from harness_pool.sidecar.metrics import SidecarMetrics
 from harness_pool.sidecar.registry_service import WorkerRegistryServicer
 from harness_pool.sidecar.runner_service import ExternalWorkerPoolServicer
+from harness_pool.sidecar.runner_watch import RunnerWatch, is_gone
 from harness_pool.sidecar.settings import SidecarSettings
+from harness_pool.sidecar.usage import UsageSampler
 from harness_pool.v1 import pool_pb2, pool_pb2_grpc
 
 if TYPE_CHECKING:
@@ -98,6 +105,11 @@ class Sidecar:
         self.interpreters: InterpreterLaunchers | None = None
         self.deps_status = DepsStatus(self.metrics.registry, s.deps, self._interpreters)
         self.metrics.deps = self.deps_status
+        # -- issue 13: per-slot usage, and workers whose runner vanished
+        self.usage = UsageSampler(self.metrics, s.workers, s.usage_interval)
+        self.pool.seat_hooks = self.usage
+        self.pool.runner_lost = is_gone
+        self.runner_watch = RunnerWatch(self.pool, s.runner_check_interval, s.runner_lost_after)
         self._launcher = launcher
         self._owned_launcher: Launcher | None = None
         self.supervisor: Supervisor | None = None
@@ -187,6 +199,8 @@ class Sidecar:
         self._workers.server.start()
         self.server.start()
         self.supervisor.start()
+        self.usage.start()
+        self.runner_watch.start()
         if s.metrics_port:
             self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
         _LOG.info("sidecar listening on %s (flavor %s, %s); warming %d workers%s%s%s%s",
@@ -241,8 +255,11 @@ class Sidecar:
         if not drained:
             _LOG.warning("stages still running after %.0fs drain; stopping their workers",
                          s.drain_timeout)
+        self.pool.stop_all("the sidecar shut down" + (
+            "" if drained else f" ({s.drain_timeout:g} s of drain were not enough)"))
         if self.external is not None:
             self.external.stop()
+        self.runner_watch.stop()
         self._main.stop(1.0)
         for listener in (self._health_listener, self._admin_listener):
             if listener is not None:
@@ -254,6 +271,7 @@ class Sidecar:
         if close is not None:
             close()
         self.watchdog.stop()
+        self.usage.stop()
         self.metrics.close()
         _LOG.info("sidecar stopped")
 

@@ -26,7 +26,8 @@ class SidecarSettings:
 
     workers: int = 4
     """Warm pooled workers kept idle; match the TaskManager's slot count so a burst of one
-    StartWorker per slot finds a warm worker each."""
+    StartWorker per slot finds a warm worker each (``--workers auto`` reads it from the
+    TaskManager's Flink configuration, see flink_conf_dir)."""
 
     max_processes: int = 0
     """Cap on pooled processes alive at once (busy + warm); 0 means 2 × workers, so
@@ -129,6 +130,30 @@ class SidecarSettings:
     (--env-cache-dir, --env-cache-size, --pip-timeout, --prepare-timeout,
     --artifact-call-timeout, --interpreter-idle-timeout); see deps/settings.py."""
 
+    # -- runner watch and usage metrics (issue 13) ------------------------------
+
+    runner_check_interval: float = 1.0
+    """How often the sidecar opens a TCP connection to the control endpoint of every stage
+    a worker holds, to learn that its runner is gone. A connect to a live local port costs
+    microseconds; once a second keeps the bound below short."""
+
+    runner_lost_after: float = 3.0
+    """A stage whose control endpoint has refused connections (or been unreachable) this
+    long lost its runner (a TaskManager gone): it fails with a sentence saying so and its
+    worker is stopped and replaced. Bound: such a worker exits within
+    runner_lost_after + runner_check_interval + stop_grace seconds of the TaskManager
+    vanishing (9 s with the defaults). Long enough that a stage ending normally (its
+    runner closes the endpoint, the worker exits in milliseconds) is never mistaken for
+    it; a slow or remote runner that does not answer is never declared gone."""
+
+    usage_interval: float = 1.0
+    """Seconds between two readings of the seated workers' /proc/<pid>/stat for the
+    per-slot CPU and RSS metrics (each reading costs microseconds per worker)."""
+
+    flink_conf_dir: str = ""
+    """Where --workers auto reads taskmanager.numberOfTaskSlots: Flink's configuration
+    folder (config.yaml, or the legacy flink-conf.yaml). Empty: $FLINK_CONF_DIR."""
+
     def validate(self) -> SidecarSettings:
         problems = []
         if not 0 <= self.port <= 65535:
@@ -196,6 +221,10 @@ class SidecarSettings:
             self.deps.validate()
         except ConfigError as exc:
             problems.extend(exc.problems)
+        for name in ("runner_check_interval", "runner_lost_after", "usage_interval"):
+            value = getattr(self, name)
+            if not value > 0:
+                problems.append(f"--{name.replace('_', '-')}: {value}; expected seconds > 0")
         if problems:
             raise ConfigError(problems)
         return self

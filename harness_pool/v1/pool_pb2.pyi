@@ -135,7 +135,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("pool_id", "kind", "state", "runner_worker_id", "pid", "uptime_seconds", "assignments_served", "seconds_in_state", "flavor", "connected", "bytes_forwarded", "last_error")
+    __slots__ = ("pool_id", "kind", "state", "runner_worker_id", "pid", "uptime_seconds", "assignments_served", "seconds_in_state", "flavor", "connected", "bytes_forwarded", "last_error", "end_reason", "slot")
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class WorkerStatus(_message.Message):
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FORWARDED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     kind: str
     state: str
@@ -160,7 +162,9 @@ class WorkerStatus(_message.Message):
     connected: bool
     bytes_forwarded: int
     last_error: str
-    def __init__(self, pool_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., runner_worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., assignments_served: _Optional[int] = ..., seconds_in_state: _Optional[float] = ..., flavor: _Optional[str] = ..., connected: bool = ..., bytes_forwarded: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+    end_reason: str
+    slot: int
+    def __init__(self, pool_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., runner_worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., assignments_served: _Optional[int] = ..., seconds_in_state: _Optional[float] = ..., flavor: _Optional[str] = ..., connected: bool = ..., bytes_forwarded: _Optional[int] = ..., last_error: _Optional[str] = ..., end_reason: _Optional[str] = ..., slot: _Optional[int] = ...) -> None: ...
 
 class AssignmentRecord(_message.Message):
     __slots__ = ("pool_id", "runner_worker_id", "pid", "time_to_ready_seconds", "started_at_unix", "ended_at_unix", "outcome", "detail")

@@ -11,7 +11,10 @@
   label them, and evaluates the rules: all load and evaluate; the busy fraction and
   the HPA's query (read from k8s/autoscaling/prometheus-adapter-values.yaml, the
   adapter's template filled in as the adapter does) give the value the sidecar's
-  own status implies while a stage is held; a StartWorker error fires
+  own status implies while a stage is held; the HPA's real query, the Python CPU
+  per slot, is ~0 while the pool is idle and, under a CPU-busy stage, above 0 and
+  equal to what the scraped samples of the sidecar's own counters give (which
+  match the sidecar's own /metrics); a StartWorker error fires
   HarnessPoolStartWorkerErrors; every dashboard query evaluates, and the pool's
   panels have data.
 """
@@ -38,17 +41,13 @@ from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc
 from harness_pool.scheduler.metrics import SchedulerMetrics
 from harness_pool.sidecar.cli import fetch_status
 from harness_pool.sidecar.metrics import SidecarMetrics
-from tests.k8s.helpers import SERVING, free_port, probe, wait_for
+from tests.k8s.helpers import SERVING, free_port, probe, scrape, wait_for
 from tests.k8s.manifests import ADAPTER_VALUES, K8S, ROOT, find, kustomize_build
 from tests.sidecar.beam_helpers import BackgroundJob
 
 RULE = K8S / "monitoring" / "prometheusrule.yaml"
 DASHBOARD = K8S / "monitoring" / "grafana-dashboard.json"
 PROMTOOL_TESTS = Path(__file__).resolve().parent / "promtool" / "rules_test.yaml"
-# Series other helpers are adding (per-slot worker CPU/RSS, last savepoint time): the
-# rules and the dashboard use them already; the live checks below need only the rest.
-PENDING = {"harness_pool_worker_cpu_seconds_total", "harness_pool_worker_rss_bytes",
-           "harness_pool_scheduler_last_savepoint_timestamp_seconds"}
 LABELS = {"namespace": "flink", "pod": "tm-1"}
 
 
@@ -131,7 +130,7 @@ def test_rules_name_the_alerts_operators_need_and_real_metrics() -> None:
     assert {"HarnessPoolExhausted", "HarnessPoolStartWorkerErrors",
             "HarnessPoolWorkersCrashLooping", "HarnessPoolSchedulerHeartbeatStale",
             "HarnessPoolSchedulerCycleFailed", "HarnessPoolSavepointTooOld"} <= alerts
-    known = exported_names() | PENDING
+    known = exported_names()
     for rule in rules:
         unknown = metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('alert') or rule.get('record')}: {sorted(unknown)}"
@@ -189,7 +188,7 @@ def test_dashboard_expressions_parse_and_name_real_metrics(tmp_path: Path) -> No
     ]}]}
     out = promtool_check(tmp_path, groups)
     assert out.returncode == 0, out.stdout + out.stderr
-    known = exported_names() | PENDING
+    known = exported_names()
     for where, expr in exprs:
         assert metric_names(expr) <= known, f"{where}: {sorted(metric_names(expr) - known)}"
     flink = {m for _, e in exprs for m in re.findall(r"\b(flink_taskmanager_\w+)", e)}
@@ -219,14 +218,21 @@ class Prom:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        resp = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        resp = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10)
         body = resp.json()
         assert body["status"] == "success", f"{expr}: {body}"
         return list(body["data"]["result"])
 
     def scalar(self, expr: str) -> float | None:
         result = self.query(expr)
+        return float(result[0]["value"][1]) if len(result) == 1 else None
+
+    def scalar_at(self, expr: str, at: float) -> float | None:
+        result = self.query(expr, at=at)
         return float(result[0]["value"][1]) if len(result) == 1 else None
 
     def get(self, path: str) -> Any:
@@ -288,7 +294,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         wait_for(lambda: probe(address, "") == SERVING, 120, "the sidecar warm")
         wait_for(targets_up, 120, "Prometheus scraping the sidecar and the scheduler",
                  poll=0.5)
-        yield {"prom": prom, "address": address, "tmp": tmp}
+        yield {"prom": prom, "address": address, "tmp": tmp, "metrics": metrics}
     finally:
         for proc in procs:
             proc.terminate()
@@ -409,3 +415,61 @@ def test_every_dashboard_query_evaluates_and_pool_panels_have_data(live: dict[st
             assert result, f"{where}: no data from the live sidecar for {concrete(expr)}"
             with_data += 1
     assert with_data >= 3
+
+
+CPU = "harness_pool_worker_cpu_seconds_total"
+#: Python CPU per slot (cores) that counts as idle: an idle stage costs its worker a
+#: few tenths of a CPU second, which over the adapter's 2 m window is about 0.001.
+IDLE_CPU_PER_SLOT = 0.02
+
+
+def _cpu_per_slot_from_samples(prom: Prom, window: str, at: float) -> float:
+    """The Python CPU per slot over ``window`` ending at ``at``, from the raw samples
+    Prometheus scraped of the sidecar's own counters: per slot, last minus first sample
+    over the window's length, summed, over the pool size."""
+    pod = LABELS["pod"]
+    seconds = float(window.rstrip("m")) * 60
+    increase = 0.0
+    for series in prom.query(f'{CPU}{{pod="{pod}"}}[{window}]', at=at):
+        values = [float(v) for _, v in series["values"]]
+        increase += values[-1] - values[0]
+    size = prom.scalar(f'harness_pool_pool_size{{pod="{pod}"}}')
+    assert size, "the pool size is scraped"
+    return increase / seconds / size
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_hpa_python_cpu_per_slot_is_idle_then_follows_a_busy_stage(live: dict[str, Any]
+                                                                    ) -> None:
+    prom: Prom = live["prom"]
+    name, query = _adapter_query("harness_pool_python_cpu_per_slot")
+    window = re.search(r"\[(\d+m)\]", query)
+    assert window, query
+    # -- idle: the series exist from the start (every slot at 0), the query answers ~0
+    idle = _eventually(lambda: prom.scalar(query) is not None and [prom.scalar(query)], 60,
+                       f"the HPA query {query!r} answering")[0]
+    assert idle <= IDLE_CPU_PER_SLOT, f"{name} is {idle} with no stage running"
+    # -- busy: a stage whose UDF spins
+    folder = live["tmp"] / "burn"
+    folder.mkdir()
+    job = BackgroundJob(live["address"], str(folder), burn=True)
+    try:
+        job.wait_started()
+        busy = _eventually(lambda: (prom.scalar(query) or 0.0) > 5 * IDLE_CPU_PER_SLOT
+                           and [prom.scalar(query)], 90, f"{name} rising under a busy UDF")[0]
+        at = time.time() - 1.0  # a moment whose scrape has landed
+        hpa = prom.scalar_at(query, at)
+        from_samples = _cpu_per_slot_from_samples(prom, window.group(1), at)
+        own = sum(v for (n, _), v in scrape(live["metrics"]).items() if n == CPU)
+        scraped = prom.scalar_at(f'sum({CPU}{{pod="{LABELS["pod"]}"}})', at)
+    finally:
+        job.release()
+        job.join()
+    print(f"\n{name}: idle {idle:.4f}, under a busy UDF {busy:.3f} (cores per slot)")
+    assert hpa is not None and hpa > 0
+    # rate() extrapolates to the window's edges by at most about one scrape interval (1 s).
+    assert hpa == pytest.approx(from_samples, rel=0.1), (hpa, from_samples)
+    # What Prometheus scraped is what the sidecar itself reports (it only grows since).
+    assert scraped is not None and scraped <= own + 1e-6
+    assert own - scraped < 10.0, f"scraped {scraped} CPU s, the sidecar now reports {own}"

@@ -10,17 +10,20 @@ period), the JobManager (PythonDriver, Service, HA identity), and the HPA
 (scales the TaskManager Deployment on an adapter rule over the sidecars' Python
 CPU per slot, never on the busy fraction).
 
-Two sidecar features of issue 13's second phase are accepted here before they
-exist, and checked strictly once they do: ``--workers=auto`` (the slot count
-from ``$FLINK_CONF_DIR/config.yaml``) and ``harness_pool_worker_cpu_seconds_total``
-(a counter labelled by ``slot``).
+The sidecar's ``--workers=auto`` is resolved by its real parser from the
+ConfigMap's own ``config.yaml`` written to a folder (as the pod mounts it), and
+must give the slot count; the HPA's series ``harness_pool_worker_cpu_seconds_total``
+must be a counter labelled by ``slot`` in the sidecar's real registry.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import zipfile
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,27 +62,27 @@ TM_MAIN = "taskmanager"
 # stopped, plus the sidecar's gRPC grace (as in test_manifests.py).
 TASKMANAGER_SHUTDOWN_BUDGET = 30
 SERVER_STOP_GRACE = 1
-# Sidecar metrics the manifests use before the sidecar exports them (issue 13,
-# phase 2): name -> (type, labels it must carry).
-PENDING_METRICS = {"harness_pool_worker_cpu_seconds_total": ("counter", {"slot"})}
+# Sidecar metrics the manifests rely on: name -> (type, labels it must carry).
+REQUIRED_METRICS = {"harness_pool_worker_cpu_seconds_total": ("counter", {"slot"})}
 
 
 def sidecar_settings(args: list[str]) -> Any:
-    """The sidecar's settings from its real parser; ``--workers=auto`` resolved as the
-    sidecar will resolve it (the mounted config's slot count) while the parser in this
-    tree does not know ``auto`` yet."""
-    parser = build_parser()
-    try:
-        ns = parser.parse_args(args)
-    except SystemExit:
-        assert "--workers=auto" in args, f"the sidecar's parser refuses {args}"
-        ns = parser.parse_args([f"--workers={SLOTS}" if a == "--workers=auto" else a
-                                for a in args])
+    """The sidecar's settings from its real parser, ``--workers=auto`` resolved from the
+    ConfigMap's ``config.yaml`` in a folder given as ``$FLINK_CONF_DIR`` (the pod mounts
+    it there), exactly as the sidecar resolves it at start-up."""
+    ns = build_parser().parse_args(args)
     assert ns.command == "serve", args
-    settings = settings_from_args(ns)
-    if isinstance(settings.workers, int):
-        return settings.validate()
-    return settings  # phase 2: "auto" resolved at start-up from the mounted config
+    with tempfile.TemporaryDirectory() as conf_dir:
+        (Path(conf_dir) / "config.yaml").write_text(CONFIGMAP["data"]["config.yaml"])
+        old = os.environ.get("FLINK_CONF_DIR")
+        os.environ["FLINK_CONF_DIR"] = conf_dir
+        try:
+            return settings_from_args(ns).validate()
+        finally:
+            if old is None:
+                del os.environ["FLINK_CONF_DIR"]
+            else:
+                os.environ["FLINK_CONF_DIR"] = old
 
 
 def mounts(c: dict[str, Any]) -> dict[str, str]:
@@ -160,6 +163,7 @@ def test_taskmanager_sidecar_flags_ports_probes_agree() -> None:
         "a native sidecar: it outlives TaskManager container restarts"
     assert "--workers=auto" in side["args"], "the pool follows the slot count"
     s = sidecar_settings(side["args"])
+    assert s.workers == SLOTS, "--workers=auto resolves to the ConfigMap's slot count"
     assert s.host == "127.0.0.1" and s.flavor == "pyflink"
     assert s.health_port and s.health_host == "0.0.0.0"
     assert port_named(side, "pool-health") == s.health_port
@@ -290,15 +294,12 @@ def test_adapter_rules_use_real_sidecar_metrics() -> None:
     exported = set(families) | {f"{n}_total" for n, f in families.items() if f.type == "counter"}
     for rule in RULES:
         for series in _series(rule["seriesQuery"] + rule["metricsQuery"]):
-            if series in exported:
-                base = series.removesuffix("_total")
-                if series in PENDING_METRICS:  # phase 2 landed: hold it to its promise
-                    kind, labels = PENDING_METRICS[series]
-                    assert families[base].type == kind, series
-                    collector = registry._names_to_collectors.get(series)  # prometheus_client
-                    assert labels <= set(getattr(collector, "_labelnames", ())), series
-                continue
-            assert series in PENDING_METRICS, f"{series}: not a sidecar metric"
+            assert series in exported, f"{series}: not a sidecar metric"
+            if series in REQUIRED_METRICS:
+                kind, labels = REQUIRED_METRICS[series]
+                assert families[series.removesuffix("_total")].type == kind, series
+                collector = registry._names_to_collectors.get(series)  # prometheus_client
+                assert labels <= set(getattr(collector, "_labelnames", ())), series
         overrides = rule["resources"]["overrides"]
         assert overrides == {"namespace": {"resource": "namespace"},
                              "pod": {"resource": "pod"}}

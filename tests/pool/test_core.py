@@ -164,3 +164,87 @@ def test_exit_after_serving_is_not_a_crash() -> None:
 def test_bad_sizes_rejected(target: int, cap: int) -> None:
     with pytest.raises(ValueError, match="target_idle"):
         PoolCore(target, cap)
+
+
+# -- seats: the `slot` label of the per-worker usage metrics -----------------------------
+
+
+def _run_seats(core: PoolCore, steps: list[tuple[str, str]]) -> dict[str, int | None]:
+    """Applies ("claim", runner id), ("ready", runner id), ("stop", runner id),
+    ("exit", runner id) and ("warm", "") steps; returns each runner id's seat."""
+    seats: dict[str, int | None] = {}
+    now = 10.0
+    for verb, rid in steps:
+        now += 1.0
+        if verb == "warm":
+            for i, pool_id in enumerate(spawn(core, now)):
+                core.spawned(pool_id, 1000 + int(pool_id.rsplit("-", 1)[1]))
+                core.attach(pool_id, 1000 + int(pool_id.rsplit("-", 1)[1]), token(pool_id),
+                            now + i)
+            continue
+        if verb == "claim":
+            worker = core.claim(RunnerWorkerId(rid), now)
+            assert worker is not None, f"no idle worker for {rid}"
+            seats[rid] = worker.seat
+            continue
+        holder = core.holder_of(RunnerWorkerId(rid))
+        assert holder is not None
+        if verb == "ready":
+            core.ready(holder.pool_id, now)
+        elif verb == "stop":
+            core.stopping(holder.pool_id, now, why="StopWorker")
+        elif verb == "exit":
+            core.exited(holder.pool_id, 0, now)
+    return seats
+
+
+@pytest.mark.parametrize(("steps", "expected", "occupied"), [
+    pytest.param([("claim", "1-1"), ("claim", "2-1")], {"1-1": 0, "2-1": 1}, {0, 1},
+                 id="first-two-stages-take-seats-0-and-1"),
+    pytest.param([("claim", "1-1"), ("claim", "2-1"), ("exit", "1-1"), ("warm", ""),
+                  ("claim", "3-1")], {"1-1": 0, "2-1": 1, "3-1": 0}, {0, 1},
+                 id="an-exit-frees-its-seat-for-the-next-stage"),
+    pytest.param([("claim", "1-1"), ("claim", "2-1"), ("stop", "2-1"), ("warm", ""),
+                  ("claim", "3-1")], {"1-1": 0, "2-1": 1, "3-1": 1}, {0, 1},
+                 id="a-stop-frees-its-seat-before-the-exit"),
+    pytest.param([("claim", "1-1"), ("ready", "1-1"), ("claim", "2-1"), ("exit", "1-1"),
+                  ("exit", "2-1"), ("warm", ""), ("claim", "1-2"), ("claim", "2-2")],
+                 {"1-1": 0, "2-1": 1, "1-2": 0, "2-2": 1}, {0, 1},
+                 id="a-runner-restart-reuses-the-same-seats"),
+    pytest.param([("claim", "1-1"), ("claim", "2-1"), ("warm", ""), ("claim", "3-1")],
+                 {"1-1": 0, "2-1": 1, "3-1": 2}, {0, 1, 2},
+                 id="more-stages-than-workers-overflow-to-seat-2"),
+    pytest.param([("claim", "1-1"), ("claim", "2-1"), ("warm", ""), ("claim", "3-1"),
+                  ("exit", "1-1"), ("warm", ""), ("claim", "4-1")],
+                 {"1-1": 0, "2-1": 1, "3-1": 2, "4-1": 0}, {0, 1, 2},
+                 id="lowest-free-seat-first"),
+])
+def test_seats(steps: list[tuple[str, str]], expected: dict[str, int], occupied: set[int]
+               ) -> None:
+    core = warm_pool(2)
+    assert _run_seats(core, steps) == expected
+    assert set(core.seats()) == occupied
+    for seat, worker in core.seats().items():
+        assert worker.seat == seat and worker.state in (WorkerState.ASSIGNED, WorkerState.BUSY)
+
+
+def test_an_exited_worker_keeps_the_seat_it_had_and_why_it_was_stopped() -> None:
+    core = warm_pool(1)
+    worker = core.claim(RunnerWorkerId("1-1"), 5.0)
+    assert worker is not None
+    core.stopping(worker.pool_id, 6.0, why="the runner sent StopWorker for stage 1-1")
+    core.stopping(worker.pool_id, 6.5, reason="a later reason does not overwrite")
+    core.exited(worker.pool_id, -15, 7.0)
+    assert worker.seat == 0 and not worker.seated
+    assert worker.stop_reason == "the runner sent StopWorker for stage 1-1"
+    assert worker.last_error == "a later reason does not overwrite"
+    assert core.seats() == {}
+
+
+def test_a_worker_that_attaches_before_its_pid_is_reported_gets_the_hello_pid() -> None:
+    core = PoolCore(target_idle=1, max_processes=2)
+    (pool_id,) = spawn(core, 0.0)
+    worker = core.attach(pool_id, 4321, token(pool_id), 1.0)
+    assert worker.pid == 4321
+    core.spawned(pool_id, 4321)  # the launcher's report, late, agrees
+    assert core.workers[pool_id].pid == 4321

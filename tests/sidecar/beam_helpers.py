@@ -43,12 +43,15 @@ def run(address: str, build: Callable[[beam.Pipeline], None], runner: str = "fn_
 
 class _Gate(beam.DoFn):
     """Writes this worker's pid into ``folder``, then waits until ``folder/release`` exists
-    or ``need`` pid files are there (a cross-process barrier), and emits the pid."""
+    or ``need`` pid files are there (a cross-process barrier), and emits the pid. With
+    ``burn`` it waits busy, spending CPU all the time (a CPU-heavy UDF)."""
 
-    def __init__(self, folder: str, need: int = 0, hold: float = 0.0) -> None:
+    def __init__(self, folder: str, need: int = 0, hold: float = 0.0,
+                 burn: bool = False) -> None:
         self.folder = folder
         self.need = need
         self.hold = hold
+        self.burn = burn
 
     def process(self, element):
         import os
@@ -64,7 +67,12 @@ class _Gate(beam.DoFn):
             if self.need and len([n for n in os.listdir(self.folder)
                                   if n.startswith("pid-")]) >= self.need:
                 break
-            time.sleep(0.02)
+            if self.burn:
+                spent = time.process_time()
+                while time.process_time() - spent < 0.02:
+                    pass
+            else:
+                time.sleep(0.02)
         time.sleep(self.hold)
         yield pid
 
@@ -73,7 +81,7 @@ class BackgroundJob:
     """A pipeline running in a thread whose one stage blocks in ``_Gate``."""
 
     def __init__(self, address: str, folder: str, need: int = 0, runner: str = "fn_api",
-                 hold: float = 0.0) -> None:
+                 hold: float = 0.0, burn: bool = False) -> None:
         import threading
 
         self.folder = folder
@@ -84,7 +92,7 @@ class BackgroundJob:
                 # The shuffle after the gate gives the gated stage an output, so
                 # the runner reads the stage's data stream: Beam's Python runner
                 # notices a dead worker there (it does not on the control stream).
-                _ = (p | beam.Create([1]) | beam.ParDo(_Gate(folder, need, hold))
+                _ = (p | beam.Create([1]) | beam.ParDo(_Gate(folder, need, hold, burn))
                      | beam.Map(lambda pid: (pid, 1)) | beam.GroupByKey())
 
             try:
