@@ -19,7 +19,8 @@ Anything else is an error naming the flag (exit status 2, like the boot).
 What ``--worker_pool`` becomes (``serve_argv``)::
 
     serve --host 0.0.0.0 --port 50000 --flavor beam
-          --metrics-port 9464 --metrics-host 0.0.0.0 <HARNESS_POOL_SERVE_ARGS>
+          --metrics-port 9464 --metrics-host 0.0.0.0
+          --env-cache-dir $TMPDIR/harness-pool-env-cache <HARNESS_POOL_SERVE_ARGS>
 
 ``--flavor beam`` in either image: Beam's container serves Beam pipelines, and
 the pyflink flavour's operations cannot decode a plain Beam stage.
@@ -29,6 +30,12 @@ answers on the same port. ``HARNESS_POOL_SERVE_ARGS`` (shell words) is appended,
 so any ``serve`` flag can be changed from the environment alone, e.g.
 ``--workers 8`` or ``--host 127.0.0.1``. harness-pool's own global options
 (``--log-format json``) may precede the Beam flags.
+
+The environment cache (job dependencies) goes under the temporary folder,
+where Beam's boot keeps its semi-persistent directory (``/tmp``): manifests
+written for Beam's container mount a writable ``/tmp`` and nothing at
+``/var/cache/harness-pool`` (serve's default), and with a read-only root
+filesystem the first job would otherwise fail to stage its artifacts.
 """
 
 from __future__ import annotations
@@ -164,6 +171,11 @@ class Translation:
     help: bool = False
 
 
+def env_cache_dir(env: Mapping[str, str]) -> str:
+    """The environment cache of the ``--worker_pool`` form: under ``$TMPDIR`` (``/tmp``)."""
+    return os.path.join(env.get("TMPDIR") or "/tmp", "harness-pool-env-cache")
+
+
 def serve_argv(argv: Sequence[str], env: Mapping[str, str]) -> Translation:
     """The ``harness-pool`` command line that Beam's boot form ``argv`` stands for.
 
@@ -193,6 +205,7 @@ def serve_argv(argv: Sequence[str], env: Mapping[str, str]) -> Translation:
         "--host", BEAM_POOL_HOST, "--port", str(BEAM_POOL_PORT),
         "--flavor", "beam",
         "--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0",
+        "--env-cache-dir", env_cache_dir(env),
         *extra_args,
     ], flags.ignored)
 

@@ -7,8 +7,13 @@
   pool (``pool_on_flink``).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+from harness_pool.deps.settings import CACHE_DIR_ENV
 
 # Pooled workers start in a private directory, never the sidecar's working directory
 # (harness_pool/pool/interpreters.py), so pipelines whose DoFns live in test modules
@@ -17,5 +22,12 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+
+# Sidecars started by tests (in process or as `harness-pool serve`) keep their environment
+# cache in one folder of this session, never in the host's /var/cache/harness-pool.
+if not os.environ.get(CACHE_DIR_ENV):
+    _CACHE = tempfile.mkdtemp(prefix="harness-pool-test-env-cache-")
+    os.environ[CACHE_DIR_ENV] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)
 
 pytest_plugins = ["tests.sidecar_fixtures", "tests.flink_fixtures", "tests.flink_pool_fixtures"]

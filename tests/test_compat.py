@@ -43,6 +43,18 @@ def test_beam_forms_become_serve_on_beams_port(argv: list[str]) -> None:
     assert (s.host, s.port, s.flavor) == ("0.0.0.0", 50000, "beam")
     assert s.health_port == 0, "health on the pool's port, where Beam's manifests probe"
     assert s.metrics_port == compat.METRICS_PORT and s.metrics_host == "0.0.0.0"
+    # Beam's manifests mount a writable /tmp only (semi_persist_dir): the cache goes there
+    assert s.deps.cache_dir == "/tmp/harness-pool-env-cache"
+
+
+def test_the_env_cache_follows_tmpdir_and_serve_args_may_move_it() -> None:
+    t = compat.serve_argv(["--worker_pool"], {"TMPDIR": "/scratch"})
+    assert settings_from_args(build_parser().parse_args(t.argv)).deps.cache_dir == \
+        "/scratch/harness-pool-env-cache"
+    env = {compat.SERVE_ARGS_ENV: "--env-cache-dir /var/cache/harness-pool"}
+    t = compat.serve_argv(["--worker_pool"], env)
+    assert settings_from_args(build_parser().parse_args(t.argv)).deps.cache_dir == \
+        "/var/cache/harness-pool"
 
 
 def test_ignored_flags_are_reported() -> None:

@@ -8,6 +8,7 @@ at once, each naming the flag, the value and what was expected;
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 from harness_pool._errors import ConfigError
@@ -26,12 +27,23 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[(unit or "").lower()])
 
 
+#: Environment variable naming the default ``--env-cache-dir`` (the flag wins).
+CACHE_DIR_ENV = "HARNESS_POOL_ENV_CACHE_DIR"
+DEFAULT_CACHE_DIR = "/var/cache/harness-pool"
+
+
+def default_cache_dir() -> str:
+    """``$HARNESS_POOL_ENV_CACHE_DIR`` when set, else ``/var/cache/harness-pool``."""
+    return os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+
+
 @dataclasses.dataclass
 class DepsSettings:
-    cache_dir: str = "/var/cache/harness-pool"
-    """Root of the environment cache (``--env-cache-dir``): mount an ``emptyDir`` there so
-    environments outlive worker processes but not the pod; shared by every worker of the
-    pod, never by two pods."""
+    cache_dir: str = dataclasses.field(default_factory=default_cache_dir)
+    """Root of the environment cache (``--env-cache-dir``, default
+    ``$HARNESS_POOL_ENV_CACHE_DIR`` or ``/var/cache/harness-pool``): mount an ``emptyDir``
+    there so environments outlive worker processes but not the pod; shared by every
+    worker of the pod, never by two pods."""
 
     cache_size: int = 2 * 2**30
     """``--env-cache-size``: environments and retrieved artifacts are evicted, least

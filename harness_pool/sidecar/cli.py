@@ -119,6 +119,20 @@ def register(sub: Any) -> None:
     s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     s.set_defaults(func=cmd_status)
 
+    r = sub.add_parser(
+        "recycle", help="stop a pooled worker now (it is replaced); on the admin address only",
+        description="Ask a running sidecar to stop one pooled worker (a warm replacement takes "
+        "its place; a stage it was serving fails). Served only on the sidecar's "
+        "--admin-address, e.g. a Unix socket in a volume only the sidecar's container mounts: "
+        "kubectl exec -c harness-pool POD -- harness-pool recycle --address "
+        "unix:/run/harness-pool/admin.sock worker-3",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("pool_id", help="the pool worker id, as 'harness-pool status' lists it")
+    r.add_argument("--address", default="unix:/run/harness-pool/admin.sock",
+                   help="the sidecar's --admin-address")
+    r.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    r.set_defaults(func=cmd_recycle)
+
     w = sub.add_parser("worker", help="(internal) one pooled worker; the sidecar starts these")
     w.add_argument("--sidecar", required=True)
     w.add_argument("--pool-id", required=True)
@@ -132,7 +146,8 @@ def _add_deps_flags(p: argparse.ArgumentParser) -> None:
     d = DepsSettings()
     g = p.add_argument_group("job dependencies (Beam artifacts, PyFlink environments)")
     g.add_argument("--env-cache-dir", default=d.cache_dir,
-                   help="the pod's environment cache (mount an emptyDir with a sizeLimit here)")
+                   help="the pod's environment cache (mount an emptyDir with a sizeLimit "
+                   "here); default: $HARNESS_POOL_ENV_CACHE_DIR if set")
     g.add_argument("--env-cache-size", default="2Gi",
                    help="evict idle environments and artifacts above this size (512Mi, 2Gi; "
                    "0 = unbounded); keep it below the volume's sizeLimit by the largest job "
@@ -294,6 +309,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status_dict(status), indent=2))
     else:
         print(format_table(status))
+    return 0
+
+
+def cmd_recycle(args: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(args.address) as channel:
+            pool_pb2_grpc.PoolAdminStub(channel).RecycleWorker(
+                pool_pb2.RecycleWorkerRequest(pool_id=args.pool_id), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"harness-pool recycle: {args.address} refused to recycle '{args.pool_id}': "
+              f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print(f"worker {args.pool_id} is being stopped; a warm replacement takes its place")
     return 0
 
 

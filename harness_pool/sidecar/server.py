@@ -31,6 +31,7 @@ and is reaped; each exit code is logged.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent import futures
@@ -294,6 +295,11 @@ def _bind(server: grpc.Server, host: str, port: int) -> int:
 
 
 def _bind_address(server: grpc.Server, address: str) -> int:
+    if address.startswith("unix:"):
+        folder = os.path.dirname(os.path.abspath(address[len("unix:"):]))
+        if not os.path.isdir(folder):
+            raise PermanentError(f"cannot listen on {address}: the folder {folder} does not "
+                                 "exist (in Kubernetes, mount a volume there)")
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness_pool._errors import ConfigError
-from harness_pool.deps.settings import DepsSettings, parse_size
+from harness_pool.deps.settings import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, DepsSettings, parse_size
 
 
 @pytest.mark.parametrize("text, size", [
@@ -43,3 +43,18 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_a_pip_timeout_above_the_prepare_timeout_is_refused() -> None:
     with pytest.raises(ConfigError, match="--pip-timeout: 700.0 is above --prepare-timeout"):
         DepsSettings(pip_timeout=700.0, prepare_timeout=600.0).validate()
+
+
+def test_the_cache_folder_defaults_to_the_environment_then_the_pod_volume(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness_pool.cli import build_parser
+    from harness_pool.sidecar.cli import settings_from_args
+
+    monkeypatch.setenv(CACHE_DIR_ENV, "/scratch/cache")
+    assert DepsSettings().cache_dir == "/scratch/cache"
+    assert settings_from_args(build_parser().parse_args(["serve"])).deps.cache_dir == \
+        "/scratch/cache"
+    flag = ["serve", "--env-cache-dir", "/mnt/envs"]
+    assert settings_from_args(build_parser().parse_args(flag)).deps.cache_dir == "/mnt/envs"
+    monkeypatch.delenv(CACHE_DIR_ENV)
+    assert DepsSettings().cache_dir == DEFAULT_CACHE_DIR == "/var/cache/harness-pool"

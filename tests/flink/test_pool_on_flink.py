@@ -72,7 +72,9 @@ def test_each_slot_is_served_by_a_distinct_pooled_process(pool_on_flink: PoolOnF
     records = job_assignments(env, before)
     assert len(records) == 4, records  # one Python stage per slot at parallelism 4
     assert len({r["pid"] for r in records}) == 4
-    assert sorted(r["runner_worker_id"].split("-")[0] for r in records) == ["1", "2", "3", "4"]
+    # one runner worker per slot; their ids count up over the TaskManager's life (the
+    # session fixture's earlier jobs took the first ones)
+    assert len({r["runner_worker_id"] for r in records}) == 4, records
     assert all(r["outcome"] == "finished" for r in records), records
     counts, opened = read_counts(out)
     assert counts == {f"k{i}": 1000 for i in range(10)}

@@ -41,7 +41,9 @@ def join(cluster: ReactiveCluster) -> tuple[Pod, JobScale]:
     status = sidecar_status(pod)
     running = [a for a in status["assignments"] if a["outcome"] == "running"]
     assert len(running) == SLOTS, f"{pod.name}'s sidecar: {status['assignments']}"
-    assert sorted(a["runner_worker_id"].split("-")[0] for a in running) == ["1", "2"]
+    # one runner worker per slot (ids count up per TaskManager: a job restart after a
+    # failure elsewhere moves them on, so only their distinctness is asserted)
+    assert len({a["runner_worker_id"] for a in running}) == SLOTS, running
     assert all(pid_alive(a["pid"]) for a in running)
     return pod, scale
 

@@ -72,13 +72,20 @@ def _template(path: Path) -> tuple[dict[str, Any], Any, Ports]:
     return pod["spec"], written, Ports(free_port(), free_port(), free_port())
 
 
-def _args(spec: dict[str, Any], written: Any, ports: Ports) -> list[str]:
-    """The sidecar's manifest args with its three ports swapped for free ones."""
+def _args(spec: dict[str, Any], written: Any, ports: Ports, volumes: Path) -> list[str]:
+    """The sidecar's manifest args with its three ports swapped for free ones, and the
+    folders its volumes are mounted at moved under ``volumes`` (as a pod would mount
+    them: each exists and is empty)."""
     swaps = {f"--port={written.port}": f"--port={ports.main}",
              f"--health-port={written.health_port}": f"--health-port={ports.health}",
              f"--metrics-port={written.metrics_port}": f"--metrics-port={ports.metrics}"}
-    args = [swaps.get(a, a) for a in container(spec, SIDECAR)["args"]]
-    assert len(set(args) - set(container(spec, SIDECAR)["args"])) == 3, args
+    side = container(spec, SIDECAR)
+    args = [swaps.get(a, a) for a in side["args"]]
+    assert len(set(args) - set(side["args"])) == 3, args
+    for mount in side.get("volumeMounts", []):
+        folder = volumes / mount["name"]
+        folder.mkdir()
+        args = [a.replace(mount["mountPath"], str(folder)) for a in args]
     return args
 
 
@@ -101,9 +108,9 @@ def _check_probes(sidecar: Sidecar, spec: dict[str, Any], ports: Ports, ready: b
 
 
 def test_native_template_sidecar_serves_probes_and_the_taskmanager_address(
-        run_sidecar: Any) -> None:
+        run_sidecar: Any, tmp_path: Path) -> None:
     spec, written, ports = _template(NATIVE_TEMPLATE)
-    sidecar = run_sidecar(_args(spec, written, ports))
+    sidecar = run_sidecar(_args(spec, written, ports, tmp_path))
     _check_probes(sidecar, spec, ports, ready=True)
     # The TaskManager dials what its environment says (port swapped like the args).
     env = env_of(container(spec, FLINK_MAIN))
@@ -116,9 +123,9 @@ def test_native_template_sidecar_serves_probes_and_the_taskmanager_address(
 
 
 def test_fixed_endpoint_sidecar_is_ready_once_an_sdk_container_waits(
-        run_sidecar: Any, boots: Any) -> None:  # noqa: F811 - pytest fixture
+        run_sidecar: Any, boots: Any, tmp_path: Path) -> None:  # noqa: F811 - pytest fixture
     spec, written, ports = _template(FIXED_TEMPLATE)
-    sidecar = run_sidecar(_args(spec, written, ports))
+    sidecar = run_sidecar(_args(spec, written, ports, tmp_path))
     # No SDK container yet: alive, but nothing can take a stage.
     _check_probes(sidecar, spec, ports, ready=False)
     sdk = next(c for c in spec["initContainers"] if c["name"] != SIDECAR)

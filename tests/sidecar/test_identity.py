@@ -89,12 +89,27 @@ def test_recycle_is_refused_on_the_pod_facing_ports_and_served_on_the_admin_sock
             assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
             assert "--admin-address" in info.value.details()
             assert stub.GetStatus(pool_pb2.GetStatusRequest(), timeout=5).workers  # read-only ok
+    refused = subprocess.run(  # the operator's command, pointed at a pod-facing port
+        [sys.executable, "-m", "harness_pool", "recycle", "--address", sidecar.address,
+         victim.pool_id], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, refused
     assert sidecar.core.workers[victim.pool_id].state.value == "idle"
-    with grpc.insecure_channel(admin) as channel:
-        pool_pb2_grpc.PoolAdminStub(channel).RecycleWorker(
-            pool_pb2.RecycleWorkerRequest(pool_id=victim.pool_id), timeout=5)
+    done = subprocess.run(  # ... and at the admin socket
+        [sys.executable, "-m", "harness_pool", "recycle", "--address", admin, victim.pool_id],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 30
     while pid_alive(victim.pid):
         assert time.monotonic() < deadline, "the recycled worker is still running"
         time.sleep(0.05)
     assert sidecar.wait_warm(1, timeout=60)
+
+
+def test_an_admin_socket_in_a_missing_folder_is_a_clear_error(tmp_path) -> None:
+    missing = tmp_path / "not-mounted"
+    out = subprocess.run(
+        [sys.executable, "-m", "harness_pool", "serve", "--port", "0", "--workers", "1",
+         "--admin-address", f"unix:{missing}/admin.sock"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"the folder {missing} does not exist" in out.stderr
