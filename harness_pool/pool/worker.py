@@ -295,10 +295,11 @@ def run(sidecar: str, pool_id: str, flavor: str, token: str, started_at: float =
     fork from the fork server), for the warm-up time the sidecar records.
     """
     sdk_worker_main = _import_harness(flavor)  # a no-op after a fork: already imported
-    warm = time.monotonic() - started_at
     from apache_beam.version import __version__ as beam_version
 
     channel = grpc.insecure_channel(sidecar)
+    prewarm(sdk_worker_main)
+    warm = time.monotonic() - started_at
     stub = pool_pb2_grpc.WorkerRegistryStub(channel)
     events = _Events()
     events.send(hello=pool_pb2.Hello(
@@ -329,6 +330,30 @@ def run(sidecar: str, pool_id: str, flavor: str, token: str, started_at: float =
     channel.close()
     code = 1 if error else 0
     return code
+
+
+def prewarm(sdk_worker_main: Any) -> None:
+    """Pays this process's first-call costs while it is idle, not when a stage waits.
+
+    After a fork, Beam's ``create_harness`` costs about three times what it costs on
+    a second call (caches, argparse's locale lookups, first-use state; measured in
+    bench/bench_soak.py). A dry run (``dry_run=True``: pipeline options parsed, no
+    channel, no harness) with default options pays them now; cloudpickle, so that no
+    main session is looked for. Its side effects (root log level, runtime options,
+    pickler) are set again by the stage's own call; the log level is restored here.
+    Never fatal: a failure only costs the speed-up.
+    """
+    root = logging.getLogger()
+    level = root.level
+    try:
+        sdk_worker_main.create_harness(
+            {"PIPELINE_OPTIONS": '{"options": {"pickle_library": "cloudpickle"}}',
+             "CONTROL_API_SERVICE_DESCRIPTOR": 'url: "localhost:0"'}, dry_run=True)
+    except Exception as exc:
+        _LOG.warning("pre-warming Beam's harness set-up failed (stages start a little "
+                     "slower): %s", describe_error(exc))
+    finally:
+        root.setLevel(level)
 
 
 def _quiet_beam(record: logging.LogRecord) -> bool:
