@@ -44,6 +44,25 @@ from harness_pool.deps.artifacts import ArtifactClient
 from harness_pool.deps.installer import BASE_PTH, Installer, site_dirs
 from tests.deps.helpers import ArtifactServer, build_sdist, file_artifact, make_wheel
 
+_SESSION: list[bytes] = []
+
+
+def main_session() -> bytes:
+    """A real pickled main session (Beam's default pickler, dill), as
+    ``--save_main_session`` stages it: a small ``__main__`` with an import and a global;
+    made once per run in a fresh interpreter."""
+    if not _SESSION:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / mf.MAIN_SESSION
+            subprocess.run([sys.executable, "-c", (
+                "import sys, collections\n"
+                "from apache_beam.internal import pickler\n"
+                "WORDS = collections.Counter(['a', 'b', 'a'])\n"
+                "pickler.dump_session(sys.argv[1])\n"), str(path)],
+                check=True, capture_output=True, timeout=120)
+            _SESSION.append(path.read_bytes())
+    return _SESSION[0]
+
 
 def make_beam_job(root: Path, version: str = "0.1") -> list[Any]:
     """A job as Beam's stager sends it: --requirements_file with a filled cache,
@@ -55,7 +74,7 @@ def make_beam_job(root: Path, version: str = "0.1") -> list[Any]:
     wheel = make_wheel(files, "reqpkg", "2.0")
     (files / mf.REQUIREMENTS).write_text("reqpkg==2.0\n")
     (files / mf.EXTRA_PACKAGES).write_text(f"{sdist.name}\n")
-    (files / mf.MAIN_SESSION).write_bytes(b"\x80\x04session")
+    (files / mf.MAIN_SESSION).write_bytes(main_session())
     return [file_artifact(path) for path in (files / mf.REQUIREMENTS, wheel, sdist,
                                              files / mf.EXTRA_PACKAGES,
                                              files / mf.MAIN_SESSION)]
