@@ -33,9 +33,11 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from harness_pool.testing._http import HttpFake
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
               "te", "trailer", "host", "content-length"}
@@ -78,7 +80,7 @@ class Forwarded:
     """``time.monotonic()`` when the request was sent upstream."""
 
 
-class FaultProxy:
+class FaultProxy(HttpFake):
     def __init__(self, upstream: str, rate: float = 0.0, seed: int = 0,
                  faults: tuple[Fault, ...] = tuple(Fault), slow_delay: float = 3.0,
                  timeout: float = 120.0) -> None:
@@ -91,29 +93,7 @@ class FaultProxy:
         self.injected: list[tuple[str, str, Fault]] = []
         self.lock = threading.Lock()
         self._sent = threading.Condition(self.lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="fault-proxy")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._handler(), "fault-proxy")
 
     def add(self, rule: Rule) -> Rule:
         with self.lock:

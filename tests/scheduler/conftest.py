@@ -16,3 +16,11 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def cluster(flink_cluster):
+    """The session's real Flink cluster with no job running before or after the test."""
+    flink_cluster.cancel_all()
+    yield flink_cluster
+    flink_cluster.cancel_all()

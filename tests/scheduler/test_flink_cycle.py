@@ -94,13 +94,6 @@ def wait_for_counts(out: Path, more_than: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"streaming job produced no new counts past {more_than}")
 
 
-@pytest.fixture
-def cluster(flink_cluster):
-    flink_cluster.cancel_all()
-    yield flink_cluster
-    flink_cluster.cancel_all()
-
-
 def start_streaming(cfg_path: Path, tmp: Path) -> FlinkRestBackend:
     cfg = load_cycle(cfg_path)
     backend = FlinkRestBackend(cfg.backend, cfg.savepoints.dir)

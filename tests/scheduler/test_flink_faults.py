@@ -36,13 +36,6 @@ from .test_flink_cycle import (
 pytestmark = [pytest.mark.slow, pytest.mark.flink]
 
 
-@pytest.fixture
-def cluster(flink_cluster):
-    flink_cluster.cancel_all()
-    yield flink_cluster
-    flink_cluster.cancel_all()
-
-
 def test_cycles_through_a_faulty_network_complete_or_fail_cleanly(cluster, tmp_path):
     since = time.time() * 1000
     cycles = int(os.environ.get("HARNESS_POOL_FAULT_CYCLES", "2"))

@@ -56,13 +56,6 @@ def scheduler_once(cfg_path: Path, log: Path) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT)
 
 
-@pytest.fixture
-def cluster(flink_cluster):
-    flink_cluster.cancel_all()
-    yield flink_cluster
-    flink_cluster.cancel_all()
-
-
 def test_sigkill_inside_requests_at_random_offsets(cluster, tmp_path):
     since = time.time() * 1000
     rounds = int(os.environ.get("HARNESS_POOL_KILL_SEEDS", "1"))

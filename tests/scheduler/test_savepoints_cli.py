@@ -21,13 +21,6 @@ def hp(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, cwd=ROOT, env=dict(os.environ))
 
 
-@pytest.fixture
-def cluster(flink_cluster):
-    flink_cluster.cancel_all()
-    yield flink_cluster
-    flink_cluster.cancel_all()
-
-
 def test_trigger_list_resume_dispose(cluster, tmp_path):
     cfg = write_cycle(tmp_path, cluster.rest_url)
     start_streaming(cfg, tmp_path)
