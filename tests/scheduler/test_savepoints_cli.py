@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from .test_flink_cycle import running, start_streaming, wait_for_counts, write_cycle
 
@@ -19,6 +20,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def hp(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness_pool", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT, env=dict(os.environ))
+
+
+def failure_causes(cluster) -> str:
+    """Flink's root exception of every failed streaming-count job (for a failure message)."""
+    jobs = requests.get(f"{cluster.rest_url}/jobs/overview", timeout=10).json()["jobs"]
+    causes = []
+    for job in jobs:
+        if job["name"] == "streaming-count" and job["state"] == "FAILED":
+            answer = requests.get(f"{cluster.rest_url}/jobs/{job['jid']}/exceptions",
+                                  timeout=10).json()
+            entries = answer.get("exceptionHistory", {}).get("entries") or [{}]
+            cause = answer.get("root-exception") or entries[0].get("stacktrace")
+            causes.append(f"{job['jid']}: {str(cause)[:3000]}")
+    return "\nFlink's causes:\n" + "\n".join(causes)
 
 
 def test_trigger_list_resume_dispose(cluster, tmp_path):
@@ -35,7 +50,7 @@ def test_trigger_list_resume_dispose(cluster, tmp_path):
     assert refused.returncode == 1 and "refusing to start a second copy" in refused.stdout
     cluster.cancel_all()
     resumed = hp("savepoints", "resume", "--config", str(cfg), "--job", "streaming")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr + failure_causes(cluster)
     deadline = time.monotonic() + 60
     while not running(cluster.rest_url, "streaming-count"):
         assert time.monotonic() < deadline
